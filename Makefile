@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    trains the default DreamerV3 agent (recipe: see README)
+#   make test   lint + the test suite
+# Both build .venv first. Torch: if $(PYTHON) already imports a torch (a CUDA build, say),
+# the venv sees it through --system-site-packages and keeps it; otherwise the venv gets
+# $(TORCH_SPEC), the CPU build here. Either way the installed torch is pinned as a
+# constraint, so no later requirement can swap it for a multi-GB download.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup test lint run clean
+
+setup: $(VENV)/.ready
+
+$(VENV)/.ready: pyproject.toml Makefile
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	  echo "make: keeping the torch already installed for $(PYTHON)"; \
+	  $(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+	  $(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q $(TORCH_SPEC); \
+	fi
+	$(BIN)/python -W ignore -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/constraints.txt
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e ".[test]"
+	@$(BIN)/python -c "import torch, torchrl, tensordict; print('make: torch', torch.__version__, '| torchrl', torchrl.__version__, '| tensordict', tensordict.__version__)"
+	@touch $@
+
+lint: setup
+	$(BIN)/ruff format --check wmblocks tests
+	$(BIN)/ruff check wmblocks tests
+
+test: lint
+	$(BIN)/python -m pytest
+
+run: setup
+	@test -f recipes/dreamer_v3.py || { echo "make run: recipes/dreamer_v3.py is not in this version yet (see README, Status)"; exit 1; }
+	$(BIN)/python recipes/dreamer_v3.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,57 @@
+"""Categorical helpers: unimix and straight-through one-hot samples (DreamerV2/V3)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def unimix_probs(logits: Tensor, unimix: float = 0.01) -> Tensor:
+    """``(1 - unimix) * softmax(logits) + unimix / C`` over the last dim.
+
+    DreamerV3 (Hafner et al. 2023, §"Robust predictors") mixes 1% uniform into every
+    categorical (latents and discrete policy) so no probability falls below unimix / C
+    and KLs stay bounded. Shapes: ``[..., C]`` in, ``[..., C]`` out.
+    """
+    probs = logits.softmax(-1)
+    if unimix == 0.0:
+        return probs
+    return (1.0 - unimix) * probs + unimix / logits.shape[-1]
+
+
+def unimix_logits(logits: Tensor, unimix: float = 0.01) -> Tensor:
+    """Normalised log-probabilities of :func:`unimix_probs`, ``[..., C]``."""
+    if unimix == 0.0:
+        return logits.log_softmax(-1)
+    return unimix_probs(logits, unimix).log()
+
+
+def sample_onehot(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """A one-hot sample ``[..., C]`` from ``probs`` ``[..., C]`` (Gumbel-max; no host sync).
+
+    No gradient flows; see :func:`onehot_straight_through` for the straight-through one.
+    """
+    uniform = torch.rand(probs.shape, dtype=probs.dtype, device=probs.device, generator=generator)
+    eps = torch.finfo(probs.dtype).tiny
+    gumbel = -(-(uniform.clamp_min(eps)).log()).log()
+    index = (probs.detach().clamp_min(eps).log() + gumbel).argmax(-1)
+    return F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+
+
+def straight_through(onehot: Tensor, probs: Tensor) -> Tensor:
+    """``onehot + (probs - sg(probs))``: forward value ``onehot``, gradient of ``probs``.
+
+    The straight-through estimator of DreamerV2 (Hafner et al. 2021, Alg. 1).
+    Shapes: ``[..., C]`` each.
+    """
+    # (probs - sg(probs)) is exactly 0 in the forward pass, so the sum is exactly one-hot.
+    return onehot.detach() + (probs - probs.detach())
+
+
+def onehot_straight_through(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Sample one-hot ``[..., C]`` from ``probs`` with straight-through gradients (V2, Alg. 1).
+
+    Works on latents ``[..., S, C]`` and on discrete actions ``[..., A]`` alike.
+    """
+    return straight_through(sample_onehot(probs, generator), probs)

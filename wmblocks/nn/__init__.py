@@ -1,0 +1,5 @@
+"""Modules that own parameters or state."""
+
+from wmblocks.nn.normalize import ReturnNormalizer
+
+__all__ = ["ReturnNormalizer"]

@@ -1,0 +1,41 @@
+"""Stateful wrapper around :mod:`wmblocks.functional.normalize` (DreamerV3 eq. 11-12)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from wmblocks.functional.normalize import percentile_ema, return_scale
+
+
+class ReturnNormalizer(nn.Module):
+    """Keeps the EMA of the 5th/95th return percentiles as buffers (saved in checkpoints).
+
+    ``update(returns)`` takes R^lambda of any shape and returns the new scale
+    ``max(limit, high - low)`` (a ``[]`` tensor on the buffers' device; no host sync).
+    ``scale()`` reads it without updating.
+    """
+
+    def __init__(
+        self,
+        decay: float = 0.99,
+        perc_low: float = 0.05,
+        perc_high: float = 0.95,
+        limit: float = 1.0,
+    ):
+        super().__init__()
+        self.decay, self.perc_low, self.perc_high, self.limit = decay, perc_low, perc_high, limit
+        self.register_buffer("low", torch.zeros(()))
+        self.register_buffer("high", torch.zeros(()))
+
+    @torch.no_grad()
+    def update(self, returns: Tensor) -> Tensor:
+        low, high = percentile_ema(
+            self.low, self.high, returns, self.decay, self.perc_low, self.perc_high
+        )
+        self.low.copy_(low)
+        self.high.copy_(high)
+        return self.scale()
+
+    def scale(self) -> Tensor:
+        return return_scale(self.low, self.high, self.limit)
