@@ -77,6 +77,29 @@ class TwoHotSymlog:
         return -twohot_cross_entropy(self.logits, symlog(x), self.bins)
 
 
+class MSE:
+    """Squared error as a (negative) log-likelihood: DreamerV3's image loss.
+
+    ``log_prob(x) = -sum_event (pred - x)^2``, ``[...]``; ``mean`` = ``mode`` = pred.
+    Unlike :class:`UnitNormal` there is no 1/2 and no constant (as the reference's ``mse``).
+    """
+
+    def __init__(self, pred: Tensor, event_dims: int = 1):
+        self.pred = pred
+        self.event_dims = event_dims
+
+    @property
+    def mean(self) -> Tensor:
+        return self.pred
+
+    @property
+    def mode(self) -> Tensor:
+        return self.pred
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return -_event_sum((self.pred - x.detach()).square(), self.event_dims)
+
+
 class SymlogMSE:
     """Squared error in symlog space (DreamerV3 vector decoder, eq. 1 and 8).
 
@@ -300,6 +323,7 @@ class Bernoulli(torch.distributions.Bernoulli):
 __all__ = [
     "Bernoulli",
     "BoundedNormal",
+    "MSE",
     "OneHotStraightThrough",
     "SymlogMSE",
     "TanhNormal",

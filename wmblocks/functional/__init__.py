@@ -14,6 +14,7 @@ from wmblocks.functional.categorical import (
     unimix_logits,
     unimix_probs,
 )
+from wmblocks.functional.contrastive import gaussian_log_prob_matrix, state_nce
 from wmblocks.functional.kl import (
     free_bits,
     free_nats,
@@ -39,6 +40,7 @@ __all__ = [
     "entropy_loss",
     "free_bits",
     "free_nats",
+    "gaussian_log_prob_matrix",
     "kl_balance",
     "kl_categorical",
     "kl_dyn_rep",
@@ -51,6 +53,7 @@ __all__ = [
     "return_scale",
     "rho_mix",
     "sample_onehot",
+    "state_nce",
     "straight_through",
     "symexp",
     "symlog",

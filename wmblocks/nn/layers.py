@@ -1,0 +1,132 @@
+"""Basic layers: norms, activations, MLPs and block-diagonal linear maps."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+NORMS = ("rms", "layer", "none")
+ACTS = ("silu", "elu", "gelu", "relu")
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    """``"rms"`` (V3-2024, eps 1e-4), ``"layer"`` (V2 / V3-2023, eps 1e-3) or ``"none"``."""
+    if kind == "rms":
+        return nn.RMSNorm(dim, eps=1e-4)
+    if kind == "layer":
+        return nn.LayerNorm(dim, eps=1e-3)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; choose one of {NORMS}")
+
+
+def make_act(kind: str) -> nn.Module:
+    """``"silu"`` (V3), ``"elu"`` (V1, V2), ``"gelu"`` or ``"relu"``."""
+    acts = {"silu": nn.SiLU, "elu": nn.ELU, "gelu": nn.GELU, "relu": nn.ReLU}
+    if kind not in acts:
+        raise ValueError(f"unknown activation {kind!r}; choose one of {ACTS}")
+    return acts[kind]()
+
+
+def init_linear_(layer: nn.Linear | nn.Conv2d | nn.ConvTranspose2d, scale: float = 1.0) -> None:
+    """Fan-in truncated-normal weights (std = scale / sqrt(fan_in)), zero bias, as the
+    official V3 code's ``trunc_normal_in``; ``scale = 0`` zeroes the weights (V3 reward
+    and value outputs, so twohot predictions start at exactly 0)."""
+    weight = layer.weight
+    fan_in = (
+        weight[0].numel()
+        if not isinstance(layer, nn.ConvTranspose2d)
+        else (weight.shape[0] * weight[0, 0].numel())
+    )
+    with torch.no_grad():
+        if scale == 0.0:
+            weight.zero_()
+        else:
+            std = scale / math.sqrt(fan_in) / 0.87962566103423978  # trunc_normal(-2, 2) std
+            nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+        if layer.bias is not None:
+            layer.bias.zero_()
+
+
+class MLP(nn.Module):
+    """``layers`` x (Linear -> norm -> act), then an optional output Linear.
+
+    Args:
+        in_dim: input features. out_dim: output features of a final plain Linear, or
+            None for no output layer (the output then has ``units`` features).
+        units, layers: hidden width and depth (``layers`` may be 0).
+        norm, act: see :func:`make_norm`, :func:`make_act`.
+        out_scale: init scale of the output layer; 0 starts it at exactly zero.
+
+    Shapes: ``[..., in_dim]`` -> ``[..., out_dim or units]``.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int | None,
+        units: int,
+        layers: int,
+        norm: str = "rms",
+        act: str = "silu",
+        out_scale: float = 1.0,
+    ):
+        super().__init__()
+        mods: list[nn.Module] = []
+        dim = in_dim
+        for _ in range(layers):
+            linear = nn.Linear(dim, units)
+            init_linear_(linear)
+            mods += [linear, make_norm(norm, units), make_act(act)]
+            dim = units
+        if out_dim is not None:
+            out = nn.Linear(dim, out_dim)
+            init_linear_(out, out_scale)
+            mods.append(out)
+            dim = out_dim
+        self.net = nn.Sequential(*mods)
+        self.out_dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear map with ``blocks`` independent groups (V3-2024 block GRU).
+
+    ``[..., G, in/G] -> [..., G, out/G]``: group g multiplies only its own slice, so the
+    cost is 1/G of a dense layer of the same width.
+    """
+
+    def __init__(self, in_features: int, out_features: int, blocks: int):
+        super().__init__()
+        if in_features % blocks or out_features % blocks:
+            raise ValueError(
+                f"BlockLinear: in_features={in_features} and out_features={out_features} "
+                f"must both be divisible by blocks={blocks}"
+            )
+        self.blocks = blocks
+        gin, gout = in_features // blocks, out_features // blocks
+        std = 1.0 / math.sqrt(gin) / 0.87962566103423978
+        self.weight = nn.Parameter(torch.empty(blocks, gin, gout))
+        nn.init.trunc_normal_(self.weight, 0.0, std, -2 * std, 2 * std)
+        self.bias = nn.Parameter(torch.zeros(blocks, gout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: [N, G, in/G] -> [G, N, in/G] @ [G, in/G, out/G] -> [N, G, out/G]
+        return torch.baddbmm(self.bias.unsqueeze(1), x.transpose(0, 1), self.weight).transpose(0, 1)
+
+
+class ChannelNorm(nn.Module):
+    """A norm over the channel dim of ``[N, C, H, W]`` images (V3's per-pixel norm)."""
+
+    def __init__(self, kind: str, channels: int):
+        super().__init__()
+        self.norm = make_norm(kind, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if isinstance(self.norm, nn.Identity):
+            return x
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

@@ -1,0 +1,172 @@
+"""The recurrent state-space model (RSSM) of Dreamer V1, V2 and V3.
+
+    h_t = f(h_{t-1}, z_{t-1}, a_{t-1})        core (GRU, LayerNorm GRU, block GRU)
+    p(z_t | h_t)                              prior: MLP + latent head
+    q(z_t | h_t, e_t)                         posterior: one layer on [h_t, e_t] + head
+
+One class serves all versions: the latent head (Gaussian for V1, categorical for V2/V3)
+and the core are arguments. The state is (deter h [N, D], stoch z [N, Z]); the feature
+given to every head is cat([z, h]).
+
+Speed (DESIGN §4): ``observe`` keeps only what depends on the previous step inside its
+loop (core step, posterior layer, sample); the action projections and the embedding
+half of the posterior layer are computed for all T steps before it, and the prior for
+all T steps after it, as one batched call each. No TensorDict, no host sync, no Python
+branching on tensor values inside either loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from wmblocks.nn.layers import MLP, init_linear_, make_act, make_norm
+
+
+def features(deter: Tensor, stoch: Tensor) -> Tensor:
+    """``cat([z, h], -1)``: ``[..., Z + D]``, the input of decoders, heads and policies."""
+    return torch.cat([stoch, deter], -1)
+
+
+class RSSM(nn.Module):
+    """Args:
+    core: a core from :mod:`wmblocks.nn.cores` (its ``deter`` sets D).
+    prior_head, post_head: two latent heads of one kind, each taking ``hidden``
+        features (:mod:`wmblocks.nn.latents`).
+    embed_dim: E, the encoder's output size.
+    hidden: width of the prior's and the posterior's hidden layers.
+    prior_layers: hidden layers of the prior (1 in V1/V2/V3-2023, 2 in V3-2024).
+    norm, act: of those hidden layers.
+    learned_init: V3's learned initial state: h_0 = tanh(w), z_0 = mode of the
+        prior at h_0; otherwise zeros (V1, V2).
+    """
+
+    def __init__(
+        self,
+        core: nn.Module,
+        prior_head: nn.Module,
+        post_head: nn.Module,
+        *,
+        embed_dim: int,
+        hidden: int,
+        prior_layers: int = 1,
+        norm: str = "none",
+        act: str = "elu",
+        learned_init: bool = False,
+    ):
+        super().__init__()
+        self.core, self.prior_head, self.post_head = core, prior_head, post_head
+        self.deter = core.deter
+        self.stoch_dim = prior_head.stoch_dim
+        self.prior_mlp = MLP(self.deter, None, hidden, prior_layers, norm, act)
+        self.post_deter = nn.Linear(self.deter, hidden, bias=False)
+        self.post_embed = nn.Linear(embed_dim, hidden)
+        init_linear_(self.post_deter)
+        init_linear_(self.post_embed)
+        self.post_norm = make_norm(norm, hidden)
+        self.post_act = make_act(act)
+        self.init_deter = nn.Parameter(torch.zeros(self.deter)) if learned_init else None
+
+    @property
+    def feat_dim(self) -> int:
+        return self.deter + self.stoch_dim
+
+    def initial(self, batch: int) -> tuple[Tensor, Tensor]:
+        """``(h_0 [batch, D], z_0 [batch, Z])``."""
+        ref = self.post_embed.weight
+        if self.init_deter is None:
+            deter = ref.new_zeros(batch, self.deter)
+            return deter, ref.new_zeros(batch, self.stoch_dim)
+        deter = torch.tanh(self.init_deter).expand(batch, self.deter)
+        return deter, self.prior_head.mode(self.prior(deter)).detach()
+
+    def prior(self, deter: Tensor) -> Tensor:
+        """Prior stats of p(z_t | h_t) for ``deter`` ``[..., D]``."""
+        return self.prior_head(self.prior_mlp(deter))
+
+    def img_step(self, deter: Tensor, stoch: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        """One imagination step: h' = f(h, z, a), z' ~ p(z' | h'). ``[N, .]`` each."""
+        deter = self.core(deter, stoch, action)
+        return deter, self.prior_head.sample(self.prior(deter))
+
+    def observe(
+        self,
+        embed: Tensor,
+        prev_action: Tensor,
+        is_first: Tensor,
+        state: tuple[Tensor, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Filter a sequence: posterior states for every step.
+
+        Args:
+            embed: ``[B, T, E]`` e_t, the encoded observation o_t.
+            prev_action: ``[B, T, A]`` a_{t-1}, the action that led to o_t.
+            is_first: ``[B, T]`` bool, o_t starts an episode: the carried state and
+                a_{t-1} are replaced by the initial state and zeros before step t.
+            state: ``(h [B, D], z [B, Z])`` carried from before the sequence; default
+                the initial state.
+
+        Returns:
+            ``deter [B, T, D]`` h_t, ``stoch [B, T, Z]`` z_t ~ q, ``post`` and ``prior``
+            stats ``[B, T, ...]`` of q(z_t | h_t, e_t) and p(z_t | h_t).
+        """
+        B, T = embed.shape[:2]
+        keep = (~is_first.bool()).to(embed.dtype).unsqueeze(-1)  # [B, T, 1]
+        act_pre = self.core.prepare_action(prev_action * keep)  # [B, T, P]
+        emb_pre = self.post_embed(embed)  # [B, T, hidden]
+        init_deter, init_stoch = self.initial(B)
+        deter, stoch = (init_deter, init_stoch) if state is None else state
+        deters, stochs, posts = [], [], []
+        for t in range(T):
+            k = keep[:, t]
+            deter = k * deter + (1.0 - k) * init_deter
+            stoch = k * stoch + (1.0 - k) * init_stoch
+            deter = self.core.step(deter, stoch, act_pre[:, t])
+            x = self.post_act(self.post_norm(self.post_deter(deter) + emb_pre[:, t]))
+            post = self.post_head(x)
+            stoch = self.post_head.sample(post)
+            deters.append(deter)
+            stochs.append(stoch)
+            posts.append(post)
+        deter_bt = torch.stack(deters, 1)
+        return {
+            "deter": deter_bt,
+            "stoch": torch.stack(stochs, 1),
+            "post": torch.stack(posts, 1),
+            "prior": self.prior(deter_bt),
+        }
+
+    def imagine(
+        self,
+        deter: Tensor,
+        stoch: Tensor,
+        policy: Callable[[Tensor], Tensor],
+        horizon: int,
+    ) -> dict[str, Tensor]:
+        """Roll the prior forward under ``policy`` for ``horizon`` steps.
+
+        Args:
+            deter: ``[N, D]`` h_0; stoch: ``[N, Z]`` z_0 (e.g. all B*T posterior states).
+            policy: maps features ``[N, Z + D]`` to an action ``[N, A]`` (a sample; it
+                decides itself whether gradients flow through it).
+            horizon: H (15 in V1-V3).
+
+        Returns:
+            ``deter [N, H+1, D]``, ``stoch [N, H+1, Z]`` for s_0..s_H and
+            ``action [N, H, A]`` for a_0..a_{H-1}. Run it under ``torch.no_grad()`` for
+            REINFORCE (no graph through the dynamics); with grad for dynamics backprop.
+        """
+        deters, stochs, actions = [deter], [stoch], []
+        for _ in range(horizon):
+            action = policy(features(deter, stoch))
+            deter, stoch = self.img_step(deter, stoch, action)
+            deters.append(deter)
+            stochs.append(stoch)
+            actions.append(action)
+        return {
+            "deter": torch.stack(deters, 1),
+            "stoch": torch.stack(stochs, 1),
+            "action": torch.stack(actions, 1),
+        }
