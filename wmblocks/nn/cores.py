@@ -26,7 +26,8 @@ class _Core(nn.Module):
 
 
 def _gru_gates(parts: Tensor, deter: Tensor) -> Tensor:
-    """The V2/V3 GRU update from [reset, cand, update] pre-activations ``[N, 3, D]``:
+    """The V2/V3 GRU update from [reset, cand, update] pre-activations ``[..., 3, D]``
+    (``deter`` ``[..., D]``):
     cand = tanh(sigmoid(reset) * cand), u = sigmoid(update - 1), h' = u cand + (1 - u) h
     (the -1 bias makes the cell keep its state by default)."""
     reset, cand, update = parts.unbind(-2)
@@ -96,11 +97,19 @@ class LayerNormGRUCore(_Core):
 class BlockGRUCore(_Core):
     """DreamerV3-2024 block GRU with ``blocks`` (8) groups.
 
-    Three input branches act(norm(W x)) for h, z and a (the action first divided by
-    sg(max(1, |a|))), concatenated and given to every group together with the group's
-    own slice of h; ``layers`` block-linear hidden layers; a block-linear map to the
-    three gates per group; GRU update as in :func:`_gru_gates`. Each group only sees
-    its own slice of h, which is what makes large ``deter`` affordable.
+    Three input branches x_i = act(norm(W_i in_i)) for h, z and a (the action first
+    divided by sg(max(1, |a|))) are given to every group together with the group's own
+    slice of h; ``layers`` hidden layers; a block-linear map to the three gates per
+    group; GRU update as in :func:`_gru_gates`. Each group only sees its own slice of h,
+    which is what makes a large ``deter`` affordable.
+
+    The first hidden layer of group g is a linear map of [h_g, x_0, x_1, x_2]. The
+    shared part [x_0, x_1, x_2] is the same for every group, so its weights for all
+    groups form one dense ``[3 hidden, D]`` map (:attr:`shared`), applied once instead
+    of copying the shared inputs into every group; h_g goes through a
+    :class:`BlockLinear`. Same parameters and function as the reference's per-group
+    layer, fewer copies; and the action's share, known in advance in ``observe``, is
+    computed by :meth:`prepare_action` for all steps at once.
     """
 
     def __init__(
@@ -117,6 +126,8 @@ class BlockGRUCore(_Core):
         super().__init__()
         if deter % blocks:
             raise ValueError(f"BlockGRUCore: deter={deter} must be divisible by blocks={blocks}")
+        if layers < 1:
+            raise ValueError(f"BlockGRUCore needs layers >= 1, got {layers}")
         self.deter, self.blocks, self.hidden = deter, blocks, hidden
         self.deter_in = nn.Linear(deter, hidden)
         self.stoch_in = nn.Linear(stoch, hidden)
@@ -126,24 +137,30 @@ class BlockGRUCore(_Core):
         self.norms = nn.ModuleList([make_norm(norm, hidden) for _ in range(3)])
         self.act = make_act(act)
         group = deter // blocks
-        dims = [group + 3 * hidden] + [group] * layers
-        self.hidden_layers = nn.ModuleList(
-            [BlockLinear(blocks * dims[i], deter, blocks) for i in range(layers)]
+        self.first_block = BlockLinear(deter, deter, blocks)
+        self.shared = nn.Parameter(torch.empty(3 * hidden, deter))
+        std = (group + 3 * hidden) ** -0.5 / 0.87962566103423978  # fan-in of the whole layer
+        for w in (self.first_block.weight, self.shared):
+            nn.init.trunc_normal_(w, 0.0, std, -2 * std, 2 * std)
+        self.more_layers = nn.ModuleList(
+            [BlockLinear(deter, deter, blocks) for _ in range(layers - 1)]
         )
         self.hidden_norms = nn.ModuleList([make_norm(norm, deter) for _ in range(layers)])
-        self.gates = BlockLinear(blocks * dims[-1], 3 * deter, blocks)
+        self.gates = BlockLinear(deter, 3 * deter, blocks)
 
     def prepare_action(self, action: Tensor) -> Tensor:
         action = action / action.abs().clamp(min=1.0).detach()
-        return self.act(self.norms[2](self.action_in(action)))
+        x2 = self.act(self.norms[2](self.action_in(action)))
+        return x2 @ self.shared[2 * self.hidden :]  # [..., D]
 
     def step(self, deter: Tensor, stoch: Tensor, pre: Tensor) -> Tensor:
         n, g = deter.shape[0], self.blocks
         x0 = self.act(self.norms[0](self.deter_in(deter)))
         x1 = self.act(self.norms[1](self.stoch_in(stoch)))
-        shared = torch.cat([x0, x1, pre], -1).unsqueeze(1).expand(n, g, 3 * self.hidden)
-        x = torch.cat([deter.view(n, g, -1), shared], -1)  # [N, G, D/G + 3 hidden]
-        for layer, norm in zip(self.hidden_layers, self.hidden_norms, strict=True):
-            x = self.act(norm(layer(x).reshape(n, -1))).view(n, g, -1)
-        parts = self.gates(x).view(n, g, 3, -1)  # [N, G, 3, D/G] -> [N, 3, D]
-        return _gru_gates(parts.transpose(1, 2).reshape(n, 3, self.deter), deter)
+        x = torch.cat([x0, x1], -1) @ self.shared[: 2 * self.hidden] + pre
+        x = x + self.first_block(deter.view(n, g, -1)).reshape(n, -1)
+        x = self.act(self.hidden_norms[0](x))
+        for layer, norm in zip(self.more_layers, self.hidden_norms[1:], strict=True):
+            x = self.act(norm(layer(x.view(n, g, -1)).reshape(n, -1)))
+        parts = self.gates(x.view(n, g, -1)).view(n, g, 3, -1)  # [N, G, 3, D/G]
+        return _gru_gates(parts, deter.view(n, g, -1)).reshape(n, -1)
