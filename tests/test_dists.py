@@ -166,3 +166,34 @@ def test_import_path_of_the_readme():
         check=True,
     )
     assert "TwoHotSymlog" in out.stdout
+
+
+@given(seeded_randn((2,)), seeded_randn((2,), scale=1.0))
+def test_truncated_normal_density_mean_and_entropy_match_quadrature(raw_loc, raw_scale):
+    from wmblocks.dists import TruncatedNormal
+
+    loc, scale = raw_loc.tanh(), raw_scale.sigmoid() * 2 + 0.1
+    dist = TruncatedNormal(loc[:, None], scale[:, None])
+    x = torch.linspace(-1, 1, 40_001, dtype=torch.float64)
+    dx = x[1] - x[0]
+    logp = dist.log_prob(x[:, None, None])  # [K, 2]
+    p = logp.exp()
+    torch.testing.assert_close(
+        (p * dx).sum(0), torch.ones(2, dtype=torch.float64), rtol=1e-3, atol=0
+    )
+    torch.testing.assert_close((p * x[:, None] * dx).sum(0), dist.mean[:, 0], rtol=0, atol=1e-3)
+    torch.testing.assert_close(-(p * logp * dx).sum(0), dist.entropy(), rtol=0, atol=1e-3)
+
+
+def test_truncated_normal_samples_stay_inside_and_are_differentiable():
+    from wmblocks.dists import TruncatedNormal
+
+    loc = torch.tensor([[0.9]], requires_grad=True)
+    scale = torch.tensor([[0.5]], requires_grad=True)
+    dist = TruncatedNormal(loc, scale)
+    torch.manual_seed(0)
+    x = dist.rsample((200_000,))
+    assert bool((x > -1).all() and (x < 1).all())
+    torch.testing.assert_close(x.mean().detach(), dist.mean.detach()[0, 0], rtol=0, atol=5e-3)
+    (g,) = torch.autograd.grad(x.mean(), loc)
+    assert g > 0

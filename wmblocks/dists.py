@@ -304,6 +304,62 @@ class BoundedNormal:
         return (self.scale.log() + 0.5 * (1.0 + _LOG_2PI)).sum(-1)
 
 
+class TruncatedNormal:
+    """Normal(loc, scale) truncated to [low, high]: DreamerV2's continuous policy
+    ("trunc_normal"; loc = tanh(x), bounds [-1, 1]).
+
+    Args: loc, scale ``[..., A]``; low, high floats. With alpha = (low - loc) / scale,
+    beta = (high - loc) / scale, Z = Phi(beta) - Phi(alpha):
+
+        log p(x) = log phi((x - loc) / scale) - log scale - log Z
+        H = log(sqrt(2 pi e) scale Z) + (alpha phi(alpha) - beta phi(beta)) / (2 Z)
+
+    ``rsample`` inverts the CDF (x = loc + scale Phi^-1(Phi(alpha) + u Z)), so samples
+    are differentiable in loc and scale (dynamics backprop). ``log_prob`` and
+    ``entropy`` sum over the action dim.
+    """
+
+    def __init__(self, loc: Tensor, scale: Tensor, low: float = -1.0, high: float = 1.0):
+        self.loc, self.scale, self.low, self.high = loc, scale, low, high
+        self._alpha = (low - loc) / scale
+        self._beta = (high - loc) / scale
+        self._cdf_alpha = torch.special.ndtr(self._alpha)
+        self._z = (torch.special.ndtr(self._beta) - self._cdf_alpha).clamp_min(1e-12)
+
+    @staticmethod
+    def _pdf(x: Tensor) -> Tensor:
+        return torch.exp(-0.5 * x.square()) / math.sqrt(2 * math.pi)
+
+    @property
+    def mode(self) -> Tensor:
+        return self.loc.clamp(self.low, self.high)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc + self.scale * (self._pdf(self._alpha) - self._pdf(self._beta)) / self._z
+
+    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        shape = torch.Size(sample_shape) + self.loc.shape
+        u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device)
+        p = (self._cdf_alpha + u * self._z).clamp(1e-7, 1 - 1e-7)
+        x = self.loc + self.scale * torch.special.ndtri(p)
+        eps = torch.finfo(x.dtype).eps
+        return x.clamp(self.low + eps, self.high - eps)
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        return self.rsample(sample_shape).detach()
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        z = (x - self.loc) / self.scale
+        logp = -0.5 * z.square() - 0.5 * _LOG_2PI - self.scale.log() - self._z.log()
+        return logp.sum(-1)
+
+    def entropy(self) -> Tensor:
+        a, b, z = self._alpha, self._beta, self._z
+        tail = (a * self._pdf(a) - b * self._pdf(b)) / (2 * z)
+        return (0.5 * (_LOG_2PI + 1.0) + self.scale.log() + z.log() + tail).sum(-1)
+
+
 class Bernoulli(torch.distributions.Bernoulli):
     """Continue / discount predictor (DreamerV2 discount head, DreamerV3 continue head).
 
@@ -327,6 +383,7 @@ __all__ = [
     "OneHotStraightThrough",
     "SymlogMSE",
     "TanhNormal",
+    "TruncatedNormal",
     "TwoHotSymlog",
     "UnitNormal",
 ]

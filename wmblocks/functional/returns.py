@@ -24,7 +24,7 @@ def lambda_return(
     reward: Tensor,
     value_next: Tensor,
     discount: Tensor,
-    lam: float,
+    lam: float | Tensor,
     bootstrap: Tensor | None = None,
 ) -> Tensor:
     """Recursive TD(lambda) return (DreamerV2, Hafner et al. 2021, eq. 4; DreamerV3 eq. 7).
@@ -36,7 +36,8 @@ def lambda_return(
         value_next: ``[B, T]`` v_{t+1}.
         discount: ``[B, T]`` gamma_t = gamma * c_{t+1}.
         lam: lambda in [0, 1]; 1 gives the discounted Monte-Carlo return plus bootstrap,
-            0 the one-step TD target r_t + gamma_t v_{t+1}.
+            0 the one-step TD target r_t + gamma_t v_{t+1}. A ``[B, T]`` tensor gives a
+            per-step lambda_t (0 cuts the recursion at an episode boundary).
         bootstrap: ``[B]`` R_T; defaults to ``value_next[:, -1]`` = v_T.
 
     Returns:

@@ -51,10 +51,17 @@ def _continues(td: TensorDictBase, like: Tensor) -> Tensor:
     return 1.0 - td[keys.IS_TERMINAL].to(like.dtype)
 
 
-def world_model_loss_v3(wm: WorldModel, td: TensorDictBase, *, free: float = 1.0):
+CONT_TARGET_2024 = 1.0 - 1.0 / 333  # V3-2024: the continue head predicts the discount
+
+
+def world_model_loss_v3(
+    wm: WorldModel, td: TensorDictBase, *, free: float = 1.0, cont_target: float = 1.0
+):
     """DreamerV3 (Hafner et al. 2023, eq. 3-5): writes ``loss_obs`` (symlog MSE for
     vectors, MSE for images), ``loss_reward`` (TwoHotSymlog), ``loss_cont`` (Bernoulli on
-    1 - is_terminal) and ``loss_dyn`` = max(free, KL(sg(q) || p)),
+    ``cont_target`` * (1 - is_terminal): 1 in the 2023 revision, :data:`CONT_TARGET_2024`
+    = 1 - 1/333 in the 2024 one, whose imagination then uses gamma = 1) and
+    ``loss_dyn`` = max(free, KL(sg(q) || p)),
     ``loss_rep`` = max(free, KL(q || sg(p))), the KLs summed over groups first.
     Scales: :data:`V3_2023_SCALES` or :data:`V3_2024_SCALES`."""
     td = wm.observe(td)
@@ -63,7 +70,7 @@ def world_model_loss_v3(wm: WorldModel, td: TensorDictBase, *, free: float = 1.0
     reward = td[keys.REWARD].to(feat.dtype)
     td.set(keys.loss_key("reward"), -TwoHotSymlog(wm.reward_head(feat)).log_prob(reward))
     cont = Bernoulli(wm.cont_head(feat).squeeze(-1))
-    td.set(keys.loss_key("cont"), -cont.log_prob(_continues(td, feat)))
+    td.set(keys.loss_key("cont"), -cont.log_prob(cont_target * _continues(td, feat)))
     dyn, rep = kl_dyn_rep(td[keys.POST], td[keys.PRIOR], kl=wm.rssm.post_head.kl)
     td.set(keys.loss_key("dyn"), free_bits(dyn, free))
     td.set(keys.loss_key("rep"), free_bits(rep, free))

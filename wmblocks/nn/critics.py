@@ -1,0 +1,94 @@
+"""Critics v(s_t) on features ``[..., F]`` and their slow copies."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from wmblocks.dists import TwoHotSymlog, UnitNormal
+from wmblocks.nn.layers import MLP
+
+
+class MSECritic(nn.Module):
+    """DreamerV1/V2 critic: one output, a unit-variance Gaussian (MSE regression)."""
+
+    def __init__(
+        self,
+        feat_dim: int,
+        units: int = 400,
+        layers: int = 3,
+        norm: str = "none",
+        act: str = "elu",
+    ):
+        super().__init__()
+        self.mlp = MLP(feat_dim, 1, units, layers, norm, act)
+
+    def forward(self, feat: Tensor) -> UnitNormal:
+        return UnitNormal(self.mlp(feat).squeeze(-1), event_dims=0)
+
+
+class TwoHotCritic(nn.Module):
+    """DreamerV3 critic: TwoHotSymlog over 255 bins, zero-initialised output (so it
+    predicts exactly 0 at the start)."""
+
+    def __init__(
+        self,
+        feat_dim: int,
+        units: int,
+        layers: int,
+        norm: str = "rms",
+        act: str = "silu",
+        bins: int = 255,
+    ):
+        super().__init__()
+        self.mlp = MLP(feat_dim, bins, units, layers, norm, act, out_scale=0.0)
+
+    def forward(self, feat: Tensor) -> TwoHotSymlog:
+        return TwoHotSymlog(self.mlp(feat))
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, source: nn.Module, rate: float) -> None:
+    """``target <- (1 - rate) target + rate source`` for every parameter (rate 1 copies)."""
+    tgt = [p for p in target.parameters()]
+    src = [p.detach() for p in source.parameters()]
+    if rate == 1.0:
+        torch._foreach_copy_(tgt, src)
+    else:
+        torch._foreach_lerp_(tgt, src, rate)
+
+
+class SlowCritic(nn.Module):
+    """A frozen copy of a critic, moved toward it by :meth:`update`.
+
+    Args:
+        critic: the critic to follow (copied at construction).
+        rate: EMA rate per update (V3: 0.02; V2: 1, a hard copy).
+        every: update every this many calls (V3: 1; V2: 100).
+
+    ``forward`` evaluates the copy; it has no trainable parameters. The call counter is
+    a Python int (no host sync) saved in the state dict.
+    """
+
+    def __init__(self, critic: nn.Module, rate: float, every: int = 1):
+        super().__init__()
+        self.critic = copy.deepcopy(critic).requires_grad_(False)
+        self.rate, self.every = rate, every
+        self.calls = 0
+
+    def forward(self, feat: Tensor):
+        return self.critic(feat)
+
+    def update(self, critic: nn.Module) -> None:
+        self.calls += 1
+        if self.calls % self.every == 0:
+            ema_update_(self.critic, critic, self.rate)
+
+    def get_extra_state(self) -> Any:
+        return {"calls": self.calls}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.calls = int(state["calls"])

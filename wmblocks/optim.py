@@ -1,0 +1,165 @@
+"""Optimisers of the Dreamer series with their reference defaults.
+
+V1, V2 and V3-2023 use Adam per module (world model, actor, critic) with global-norm
+gradient clipping: :func:`adam` builds torch's Adam (AdamW when there is weight decay)
+wrapped with the clip. V3-2024 uses one optimiser for everything, :class:`LaPropAGC`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class AdamConfig:
+    lr: float
+    eps: float
+    clip: float
+    weight_decay: float = 0.0
+
+
+# Official defaults. V1's eps is TensorFlow's Adam default (the V1 code sets none).
+V1_OPTIM = {
+    "model": AdamConfig(6e-4, 1e-7, 100.0),
+    "actor": AdamConfig(8e-5, 1e-7, 100.0),
+    "critic": AdamConfig(8e-5, 1e-7, 100.0),
+}
+V2_OPTIM = {
+    "model": AdamConfig(1e-4, 1e-5, 100.0, 1e-6),
+    "actor": AdamConfig(8e-5, 1e-5, 100.0, 1e-6),
+    "critic": AdamConfig(2e-4, 1e-5, 100.0, 1e-6),
+}
+V3_2023_OPTIM = {
+    "model": AdamConfig(1e-4, 1e-8, 1000.0),
+    "actor": AdamConfig(3e-5, 1e-5, 100.0),
+    "critic": AdamConfig(3e-5, 1e-5, 100.0),
+}
+
+
+class ClippedOptimizer:
+    """A torch optimiser plus global-norm clipping: ``step()`` clips, steps, zeroes the
+    grads and returns the pre-clip gradient norm as a tensor (no host sync)."""
+
+    def __init__(self, params: Iterable[nn.Parameter], opt: torch.optim.Optimizer, clip: float):
+        self.params = [p for p in params]
+        self.opt, self.clip = opt, clip
+
+    def step(self) -> Tensor:
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return norm
+
+    def state_dict(self) -> dict:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state)
+
+
+def adam(params: Iterable[nn.Parameter], cfg: AdamConfig) -> ClippedOptimizer:
+    """torch Adam (or AdamW, decoupled decay as the V2 code, when ``weight_decay``)."""
+    params = [p for p in params]
+    cls = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
+    opt = cls(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=True)
+    return ClippedOptimizer(params, opt, cfg.clip)
+
+
+class LaPropAGC(torch.optim.Optimizer):
+    """DreamerV3-2024's optimiser: adaptive gradient clipping, then RMS scaling, then
+    momentum of the scaled update (LaProp order), then a linearly warmed-up step.
+
+    Per parameter p with gradient g, at update t = 1, 2, ...:
+
+        g  <- g / max(1, |g| / (agc * max(pmin, |p|)))          AGC, 0.3 and 1e-3
+        nu <- beta2 nu + (1 - beta2) g^2;  u = g / (sqrt(nu / (1 - beta2^t)) + eps)
+        mu <- beta1 mu + (1 - beta1) u;    m = mu / (1 - beta1^t)
+        p  <- p - lr * min(1, (t - 1) / warmup) * m
+
+    Defaults as the reference: lr 4e-5, agc 0.3, pmin 1e-3, beta1 0.9, beta2 0.999,
+    eps 1e-20, warmup 1000. The step count is a Python int: no host sync.
+    ``step()`` returns the global gradient norm before clipping (a tensor).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 4e-5,
+        agc: float = 0.3,
+        pmin: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-20,
+        warmup: int = 1000,
+    ):
+        defaults = dict(lr=lr, agc=agc, pmin=pmin, beta1=beta1, beta2=beta2, eps=eps, warmup=warmup)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None) -> Tensor:  # noqa: D102
+        if closure is not None:
+            raise ValueError("LaPropAGC.step takes no closure")
+        norms = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p] = {
+                        "step": 0,
+                        "nu": torch.zeros_like(p, memory_format=torch.preserve_format),
+                        "mu": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    }
+            t = self.state[params[0]]["step"] + 1
+            for p in params:
+                self.state[p]["step"] = t
+            gnorm = torch.stack(torch._foreach_norm(grads))
+            norms.append(gnorm)
+            if group["agc"]:
+                pnorm = torch.stack(torch._foreach_norm(params)).clamp(min=group["pmin"])
+                scale = 1.0 / (gnorm / (group["agc"] * pnorm)).clamp(min=1.0)
+                grads = torch._foreach_mul(grads, list(scale.unbind()))
+            b1, b2 = group["beta1"], group["beta2"]
+            nus = [self.state[p]["nu"] for p in params]
+            mus = [self.state[p]["mu"] for p in params]
+            torch._foreach_mul_(nus, b2)
+            torch._foreach_addcmul_(nus, grads, grads, 1.0 - b2)
+            denom = torch._foreach_div(nus, 1.0 - b2**t)
+            torch._foreach_sqrt_(denom)
+            torch._foreach_add_(denom, group["eps"])
+            updates = torch._foreach_div(grads, denom)
+            torch._foreach_lerp_(mus, updates, 1.0 - b1)
+            lr = (
+                group["lr"] * min(1.0, (t - 1) / group["warmup"])
+                if group["warmup"]
+                else group["lr"]
+            )
+            if lr:
+                torch._foreach_add_(params, mus, alpha=-lr / (1.0 - b1**t))
+        if not norms:
+            return torch.zeros(())
+        return torch.cat(norms).square().sum().sqrt()
+
+
+def laprop_agc(params: Iterable[nn.Parameter], **kwargs) -> ClippedOptimizer:
+    """:class:`LaPropAGC` behind the same interface as :func:`adam` (no global clip:
+    AGC clips per parameter)."""
+    params = [p for p in params]
+    return _Unclipped(params, LaPropAGC(params, **kwargs))
+
+
+class _Unclipped(ClippedOptimizer):
+    def __init__(self, params, opt):
+        super().__init__(params, opt, math.inf)
+
+    def step(self) -> Tensor:
+        norm = self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return norm
