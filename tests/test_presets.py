@@ -72,3 +72,37 @@ def test_unknown_preset_and_revision_are_named():
         presets.v3_size("1m", 2025)
     with pytest.raises(ValueError, match="shape"):
         presets.world_model_v3({"observation": (3, 32, 32)}, 2, "debug")
+
+
+def test_actors_and_critics_follow_the_action_space():
+    import gymnasium as gym
+
+    from wmblocks.nn.actors import (
+        BoundedNormalActor,
+        DiscreteActor,
+        TanhNormalActor,
+        TruncNormalActor,
+    )
+    from wmblocks.nn.critics import MSECritic, TwoHotCritic
+
+    disc, box = gym.spaces.Discrete(4), gym.spaces.Box(-2.0, 2.0, (3,))
+    assert presets.action_size(disc) == (4, True) and presets.action_size(box) == (3, False)
+    assert isinstance(presets.actor_v1(box, 8), TanhNormalActor)
+    assert isinstance(presets.actor_v2(box, 8), TruncNormalActor)
+    assert isinstance(presets.actor_v2(disc, 8), DiscreteActor)
+    assert isinstance(presets.actor_v3(box, 8, "debug"), BoundedNormalActor)
+    actor = presets.actor_v3(disc, 8, "debug")
+    assert isinstance(actor, DiscreteActor) and actor.unimix == 0.01
+    assert presets.rho_v2(disc) == 1.0 and presets.rho_v2(box) == 0.0
+    assert isinstance(presets.critic_v2(8), MSECritic)
+    assert isinstance(presets.critic_v3(8, "debug"), TwoHotCritic)
+    assert presets.actor_v3(box, 8, "debug")(torch.zeros(2, 8)).sample().shape == (2, 3)
+
+
+def test_unsupported_action_spaces_are_named():
+    import gymnasium as gym
+
+    with pytest.raises(ValueError, match="MultiDiscrete"):
+        presets.action_size(gym.spaces.MultiDiscrete([2, 3]))
+    with pytest.raises(ValueError, match="unbounded"):
+        presets.action_size(gym.spaces.Box(-float("inf"), float("inf"), (2,)))

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 from torch import nn
 
+from wmblocks.nn.actors import BoundedNormalActor, DiscreteActor, TanhNormalActor, TruncNormalActor
 from wmblocks.nn.cores import BlockGRUCore, GRUCore, LayerNormGRUCore
+from wmblocks.nn.critics import MSECritic, TwoHotCritic
 from wmblocks.nn.encoders import MultiDecoder, MultiEncoder
 from wmblocks.nn.latents import CategoricalLatentHead, GaussianLatentHead
 from wmblocks.nn.layers import MLP
@@ -245,3 +248,70 @@ def state_model_v1(embed_dim: int, stoch: int = 30, units: int = 400, layers: in
     return nn.Sequential(
         MLP(embed_dim, None, units, layers, "none", "elu"), GaussianLatentHead(units, stoch)
     )
+
+
+def action_size(space) -> tuple[int, bool]:
+    """``(A, discrete)`` for a gymnasium ``Discrete`` or 1-D ``Box`` action space."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n), True
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        if not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
+            raise ValueError(
+                f"action space {space} is unbounded; Dreamer actors need finite bounds "
+                "(they act in [-1, 1] and are rescaled to the Box)"
+            )
+        return int(space.shape[0]), False
+    raise ValueError(
+        f"unsupported action space {space}: wmblocks supports gymnasium Discrete and 1-D Box"
+    )
+
+
+def actor_v1(space, feat_dim: int, *, units: int = 400, layers: int = 4) -> nn.Module:
+    """V1: tanh-Gaussian for Box (official: 4 x 400, ELU); a one-hot policy with
+    straight-through samples for Discrete (V1 itself was continuous only)."""
+    size, discrete = action_size(space)
+    if discrete:
+        return DiscreteActor(feat_dim, size, units, layers, "none", "elu", 0.0, 1.0)
+    return TanhNormalActor(feat_dim, size, units, layers)
+
+
+def actor_v2(space, feat_dim: int, *, units: int = 400, layers: int = 4) -> nn.Module:
+    """V2: one-hot for Discrete, truncated normal for Box (official: 4 x 400, ELU)."""
+    size, discrete = action_size(space)
+    if discrete:
+        return DiscreteActor(feat_dim, size, units, layers, "none", "elu", 0.0, 1.0)
+    return TruncNormalActor(feat_dim, size, units, layers)
+
+
+def rho_v2(space) -> float:
+    """V2's actor-gradient mix: 1 (REINFORCE) for Discrete, 0 (dynamics backprop) for Box."""
+    return 1.0 if action_size(space)[1] else 0.0
+
+
+def actor_v3(space, feat_dim: int, size: str | V3Size = "1m", revision: int = 2024) -> nn.Module:
+    """V3: one-hot with 1% unimix for Discrete, bounded normal for Box; ``ac_layers`` x
+    ``units`` of the size preset, output scale 0.01."""
+    s = v3_size(size, revision)
+    norm = "rms" if revision == 2024 else "layer"
+    n, discrete = action_size(space)
+    if discrete:
+        return DiscreteActor(feat_dim, n, s.units, s.ac_layers, norm, "silu", 0.01, 0.01)
+    return BoundedNormalActor(feat_dim, n, s.units, s.ac_layers, norm, "silu")
+
+
+def critic_v1(feat_dim: int, *, units: int = 400, layers: int = 3) -> nn.Module:
+    """V1: MSE critic (official: 3 x 400, ELU)."""
+    return MSECritic(feat_dim, units, layers)
+
+
+def critic_v2(feat_dim: int, *, units: int = 400, layers: int = 4) -> nn.Module:
+    """V2: MSE critic (official: 4 x 400, ELU); pair with ``SlowCritic(c, 1.0, every=100)``."""
+    return MSECritic(feat_dim, units, layers)
+
+
+def critic_v3(feat_dim: int, size: str | V3Size = "1m", revision: int = 2024) -> nn.Module:
+    """V3: TwoHotSymlog critic; pair with ``SlowCritic(c, 0.02)``."""
+    s = v3_size(size, revision)
+    return TwoHotCritic(feat_dim, s.units, s.ac_layers, "rms" if revision == 2024 else "layer")

@@ -25,7 +25,8 @@ def test_observe_and_imagine_shapes(version):
     policy = torch.nn.Linear(D + Z, A)
     out = wm.rssm.imagine(*start, policy, horizon=5)
     assert out["deter"].shape == (18, 6, D) and out["stoch"].shape == (18, 6, Z)
-    assert out["action"].shape == (18, 5, A)
+    assert out["feat"].shape == (18, 6, D + Z) and out["action"].shape == (18, 6, A)
+    torch.testing.assert_close(out["feat"], features(out["deter"], out["stoch"]))
     assert torch.equal(out["deter"][:, 0], start[0])
 
 

@@ -35,8 +35,9 @@ from wmblocks.functional.actor import (
     rho_mix,
 )
 from wmblocks.functional.returns import cumulative_discount, lambda_return
+from wmblocks.functional.symlog import symlog
+from wmblocks.functional.twohot import twohot_bins, twohot_encode
 from wmblocks.nn.normalize import ReturnNormalizer
-from wmblocks.nn.rssm import features
 from wmblocks.nn.world_model import WorldModel
 
 
@@ -66,8 +67,8 @@ def imagine(
             graph (REINFORCE; V2 discrete, V3).
 
     Returns:
-        ``feat`` ``[N, H+1, F]`` for s_0..s_H and ``action`` ``[N, H, A]`` for
-        a_0..a_{H-1}.
+        ``feat`` ``[N, H+1, F]`` for s_0..s_H and ``action`` ``[N, H+1, A]`` with
+        a_t ~ pi(s_t) (a_H is not stepped; losses use a_0..a_{H-1}).
     """
     deter = td[keys.DETER].detach().flatten(0, 1)
     stoch = td[keys.STOCH].detach().flatten(0, 1)
@@ -77,7 +78,7 @@ def imagine(
     else:
         with torch.no_grad():
             traj = wm.rssm.imagine(deter, stoch, lambda f: actor(f).sample(), horizon)
-    return {"feat": features(traj["deter"], traj["stoch"]), "action": traj["action"]}
+    return {"feat": traj["feat"], "action": traj["action"]}
 
 
 def imagination_weights_v3(cont: Tensor, gamma: float) -> Tensor:
@@ -119,7 +120,7 @@ def behavior_loss_v1(
     disc = torch.full_like(reward[:, :horizon], gamma)
     ret = lambda_return(reward[:, :horizon], value[:, 1:], disc, lam)
     weight = cumulative_discount(disc)
-    value_pred = critic(feat[:, :horizon].detach()).mean
+    value_pred = critic(feat.detach()).mean[:, :horizon]
     return _out(
         loss_actor=weight * backprop_loss(ret),
         loss_critic=weight * 0.5 * (value_pred - ret.detach()).square(),
@@ -157,12 +158,14 @@ def behavior_loss_v2(
         value = target_critic(feat).mean
     ret = lambda_return(reward[:, :horizon], value[:, 1:], disc[:, :horizon], lam)
     weight = cumulative_discount(disc[:, :horizon])
-    dist = actor(feat[:, :horizon].detach())
+    dist = actor(feat.detach())
     adv = advantage(ret, value[:, :horizon])
-    reinforce = reinforce_loss(dist.log_prob(traj["action"].detach()), adv)
+    log_prob = dist.log_prob(traj["action"].detach())[:, :horizon]
+    reinforce = reinforce_loss(log_prob, adv)
     dynamics = backprop_loss(ret) if backprop else torch.zeros_like(ret)
-    actor_loss = rho_mix(reinforce, dynamics, rho) + entropy_loss(dist.entropy(), eta)
-    value_pred = critic(feat[:, :horizon].detach()).mean
+    entropy = dist.entropy()[:, :horizon]
+    actor_loss = rho_mix(reinforce, dynamics, rho) + entropy_loss(entropy, eta)
+    value_pred = critic(feat.detach()).mean[:, :horizon]
     return _out(
         loss_actor=weight * actor_loss,
         loss_critic=weight * 0.5 * (value_pred - ret.detach()).square(),
@@ -193,25 +196,27 @@ def behavior_loss_v3(
     Advantage (R_t - v_t) / max(1, S) with S the percentile range (``normalizer`` is
     updated here, once per call). Actor: -w_t (log pi(a_t | s_t) sg(A_t) + eta H).
     Critic: w_t (-log p_v(sg(R_t) | s_t) - slowreg log p_v(sg(v_slow(s_t)) | s_t)),
-    the slow critic's mean as a second twohot target. Weights
-    :func:`imagination_weights_v3`.
+    the slow critic's mean as a second twohot target (``critic`` must be a
+    :class:`~wmblocks.nn.critics.TwoHotCritic`). Weights :func:`imagination_weights_v3`.
     """
     traj = imagine(wm, actor, td, horizon, backprop=False)
-    feat = traj["feat"]
+    feat = traj["feat"]  # [N, H+1, F], no graph
+    critic_logits = critic.mlp(feat)  # one call serves targets and loss
     with torch.no_grad():
         reward = TwoHotSymlog(wm.reward_head(feat)).mean  # [N, H+1]
         cont = torch.sigmoid(wm.cont_head(feat).squeeze(-1))
-        value = critic(feat).mean
-        slow = slow_critic(feat[:, :horizon]).mean
+        value = TwoHotSymlog(critic_logits.detach()).mean
+        slow = slow_critic(feat).mean[:, :horizon]
         ret = lambda_return(reward[:, 1:], value[:, 1:], gamma * cont[:, 1:], lam)
         weight = imagination_weights_v3(cont, gamma)
         adv = advantage(ret, value[:, :horizon], normalizer.update(ret))
-    dist = actor(feat[:, :horizon])
-    actor_loss = reinforce_loss(dist.log_prob(traj["action"]), adv) + entropy_loss(
-        dist.entropy(), eta
-    )
-    value_dist = critic(feat[:, :horizon])
-    critic_loss = -value_dist.log_prob(ret) - slowreg * value_dist.log_prob(slow)
+    dist = actor(feat)
+    log_prob = dist.log_prob(traj["action"])[:, :horizon]
+    actor_loss = reinforce_loss(log_prob, adv) + entropy_loss(dist.entropy()[:, :horizon], eta)
+    # Both twohot targets against one log-softmax: CE is linear in the target weights.
+    bins = twohot_bins(critic_logits.shape[-1], dtype=feat.dtype, device=feat.device)
+    target = twohot_encode(symlog(ret), bins) + slowreg * twohot_encode(symlog(slow), bins)
+    critic_loss = -(target * critic_logits[:, :horizon].log_softmax(-1)).sum(-1)
     return _out(
         loss_actor=weight * actor_loss,
         loss_critic=weight * critic_loss,
@@ -238,7 +243,7 @@ def replay_value_loss_v3(
     0. Loss: -log p_v(sg(R_t) | s_t) - slowreg log p_v(sg(v_slow(s_t)) | s_t), written
     as ``loss_repval``.
     """
-    feat = features(td[keys.DETER], td[keys.STOCH]).detach()[:, :-1]
+    feat = torch.cat([td[keys.STOCH], td[keys.DETER]], -1).detach()[:, :-1]
     first = td[keys.IS_FIRST].to(feat.dtype)
     term = td[keys.IS_TERMINAL].to(feat.dtype)
     boot = imagined_return.detach()

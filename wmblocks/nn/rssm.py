@@ -154,19 +154,30 @@ class RSSM(nn.Module):
             horizon: H (15 in V1-V3).
 
         Returns:
-            ``deter [N, H+1, D]``, ``stoch [N, H+1, Z]`` for s_0..s_H and
-            ``action [N, H, A]`` for a_0..a_{H-1}. Run it under ``torch.no_grad()`` for
-            REINFORCE (no graph through the dynamics); with grad for dynamics backprop.
+            ``feat [N, H+1, Z + D]`` for s_0..s_H (stacked once; ``deter`` and
+            ``stoch`` are views of it) and ``action [N, H+1, A]``: a_t ~ pi(s_t) for
+            t = 0..H, where a_H is sampled at the last state but not stepped (as the
+            reference does, so every head can run on all H+1 states in one call) and
+            carries no gradient.
+            Run under ``torch.no_grad()`` for REINFORCE (no graph through the
+            dynamics); with grad for dynamics backprop.
         """
-        deters, stochs, actions = [deter], [stoch], []
+        feats, actions = [], []
         for _ in range(horizon):
-            action = policy(features(deter, stoch))
-            deter, stoch = self.img_step(deter, stoch, action)
-            deters.append(deter)
-            stochs.append(stoch)
+            feat = features(deter, stoch)
+            action = policy(feat)
+            feats.append(feat)
             actions.append(action)
+            deter, stoch = self.img_step(deter, stoch, action)
+        feat = features(deter, stoch)
+        feats.append(feat)
+        with torch.no_grad():  # a_H is never stepped: no loss differentiates it
+            actions.append(policy(feat))
+        feat = torch.stack(feats, 1)
+        z = self.stoch_dim
         return {
-            "deter": torch.stack(deters, 1),
-            "stoch": torch.stack(stochs, 1),
+            "feat": feat,
+            "deter": feat[..., z:],
+            "stoch": feat[..., :z],
             "action": torch.stack(actions, 1),
         }
