@@ -27,8 +27,8 @@ $(VENV)/.ready: pyproject.toml Makefile
 	@touch $@
 
 lint: setup
-	$(BIN)/ruff format --check wmblocks tests
-	$(BIN)/ruff check wmblocks tests
+	$(BIN)/ruff format --check wmblocks tests recipes benchmarks
+	$(BIN)/ruff check wmblocks tests recipes benchmarks
 
 test: lint
 	$(BIN)/python -m pytest

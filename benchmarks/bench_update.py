@@ -92,9 +92,10 @@ def main():
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
     params = sum(p.numel() for m in (wm, actor, critic) for p in m.parameters())
+    kind = "discrete" if args.discrete else "continuous"
     print(
-        f"size {args.size} ({params / 1e6:.2f} M params), {'discrete' if args.discrete else 'continuous'}"
-        f" actions, B{B} T{T} H{args.horizon}, threads {torch.get_num_threads()}: "
+        f"size {args.size} ({params / 1e6:.2f} M params), {kind} actions, "
+        f"B{B} T{T} H{args.horizon}, threads {torch.get_num_threads()}: "
         f"median {statistics.median(times):.3f} s per update (min {min(times):.3f})"
     )
 

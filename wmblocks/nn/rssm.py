@@ -91,6 +91,25 @@ class RSSM(nn.Module):
         deter = self.core(deter, stoch, action)
         return deter, self.prior_head.sample(self.prior(deter))
 
+    def obs_step(
+        self,
+        deter: Tensor,
+        stoch: Tensor,
+        prev_action: Tensor,
+        embed: Tensor,
+        is_first: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """One filtering step, for acting in the environment: the same maths as one
+        iteration of :meth:`observe`. ``[N, D]``, ``[N, Z]``, ``[N, A]`` (a_{t-1}),
+        ``[N, E]`` (e_t), ``[N]`` bool -> (h_t, z_t ~ q)."""
+        keep = (~is_first.bool()).to(embed.dtype).unsqueeze(-1)
+        init_deter, init_stoch = self.initial(embed.shape[0])
+        deter = keep * deter + (1.0 - keep) * init_deter
+        stoch = keep * stoch + (1.0 - keep) * init_stoch
+        deter = self.core(deter, stoch, prev_action * keep)
+        x = self.post_act(self.post_norm(self.post_deter(deter) + self.post_embed(embed)))
+        return deter, self.post_head.sample(self.post_head(x))
+
     def observe(
         self,
         embed: Tensor,

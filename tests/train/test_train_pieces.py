@@ -1,0 +1,132 @@
+import io
+import json
+import os
+
+import gymnasium as gym
+import pytest
+import torch
+
+from tests.helpers import random_batch, tiny_world_model
+from wmblocks import keys
+from wmblocks.train.checkpoint import load_checkpoint, save_checkpoint
+from wmblocks.train.config import option, parse_config
+from wmblocks.train.envs import Env
+from wmblocks.train.logging import MetricsLog, Progress, plot_returns, read_metrics
+from wmblocks.train.replay import SequenceReplay
+
+
+@pytest.mark.parametrize("version", ["v1", "v3-2023", "v3-2024"])
+def test_obs_step_repeats_one_iteration_of_observe(version):
+    wm = tiny_world_model(version, {"observation": (5,)}, 2)
+    td = random_batch({"observation": (5,)}, 2, B=2, T=4)
+    td[keys.IS_FIRST][:, 2] = True
+    torch.manual_seed(0)
+    out = wm.observe(td.clone())
+    torch.manual_seed(0)
+    embed = wm.encoder({"observation": td["observation"]})
+    deter, stoch = wm.rssm.initial(2)
+    prev = torch.zeros(2, 2)
+    for t in range(4):
+        deter, stoch = wm.rssm.obs_step(deter, stoch, prev, embed[:, t], td[keys.IS_FIRST][:, t])
+        prev = td[keys.ACTION][:, t]
+        torch.testing.assert_close(deter, out[keys.DETER][:, t])
+        torch.testing.assert_close(stoch, out[keys.STOCH][:, t])
+
+
+def _row(i):
+    return {
+        keys.OBS: torch.tensor([float(i)]),
+        keys.ACTION: torch.zeros(1),
+        keys.REWARD: torch.tensor(0.0),
+        keys.IS_FIRST: torch.tensor(i % 7 == 0),
+        keys.IS_TERMINAL: torch.tensor(False),
+    }
+
+
+def test_replay_windows_are_consecutive_and_never_span_the_write_cursor(tmp_path):
+    replay = SequenceReplay(capacity=20, directory=str(tmp_path), batch=8, length=4)
+    for i in range(33):  # wraps once: slots hold steps 20..32 and 13..19
+        replay.add(_row(i))
+    for _ in range(20):
+        obs = replay.sample()[keys.OBS][..., 0]
+        assert obs.shape == (8, 4)
+        assert torch.equal(obs.diff(dim=1), torch.ones(8, 3)), obs
+    replay.save(str(tmp_path / "saved"))
+    other = SequenceReplay(capacity=20, directory=str(tmp_path / "other"), batch=8, length=4)
+    other.load(str(tmp_path / "saved"), replay.added)
+    assert len(other) == len(replay) == 20 and other.added == 33
+
+
+def test_checkpoints_are_atomic_and_errors_are_actionable(tmp_path):
+    path = str(tmp_path / "ckpt.pt")
+    save_checkpoint(path, {"a": torch.ones(2)})
+    with open(path + ".tmp", "wb") as f:  # a crash mid-write leaves only a temp file
+        f.write(b"half")
+    assert torch.equal(load_checkpoint(path)["a"], torch.ones(2))
+    with open(path, "wb") as f:
+        f.write(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="corrupt"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        load_checkpoint(str(tmp_path / "missing.pt"))
+
+
+def test_env_adapter_rows_and_errors():
+    env = Env("CartPole-v1", seed=0)
+    row = env.reset()
+    assert row[keys.IS_FIRST] and row[keys.REWARD] == 0 and row[keys.OBS].shape == (4,)
+    row = env.step(env.random_action())
+    assert not row[keys.IS_FIRST] and row[keys.REWARD] == 1.0
+    pend = Env("Pendulum-v1")
+    pend.reset()
+    assert pend.step(torch.ones(1))[keys.OBS].shape == (3,) and not pend.discrete
+    with pytest.raises(ValueError, match="Nope-v0"):
+        Env("Nope-v0")
+    with pytest.raises(ValueError, match="observation space"):
+        Env("FrozenLake-v1")
+    gym.register("wmblocks-test/MultiDiscrete-v0", entry_point=_MultiDiscreteEnv)
+    with pytest.raises(ValueError, match="action space"):
+        Env("wmblocks-test/MultiDiscrete-v0")
+
+
+class _MultiDiscreteEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,))
+    action_space = gym.spaces.MultiDiscrete([2, 2])
+
+
+def test_metrics_progress_and_plot(tmp_path):
+    log = MetricsLog(str(tmp_path))
+    for step in (10, 20):
+        log.write(step, {"episode/return": step / 2})
+    log.write(20, {"eval/return": 7.0})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 30, "episo')  # a torn line from a crash
+    rows = read_metrics(str(tmp_path / "metrics.jsonl"))
+    assert [r["step"] for r in rows] == [10, 20, 20]
+    assert plot_returns(str(tmp_path / "metrics.jsonl"), str(tmp_path / "r.png"))
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    out = io.StringIO()
+    progress = Progress(100, stream=out)
+    progress.episode(12.0)
+    progress.update(50, 7, force=True)
+    line = out.getvalue()
+    assert "50/100 env steps" in line and "updates/s" in line and "return last 12.0" in line
+
+
+def test_config_cli_lists_every_option(capsys):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class C:
+        lr: float = option(1e-3, "learning rate")
+        flag: bool = option(False, "a switch")
+        kind: int = option(1, "a choice", choices=[1, 2])
+
+    assert parse_config(C, ["--lr", "0.5", "--flag", "--kind", "2"]) == C(0.5, True, 2)
+    with pytest.raises(SystemExit):
+        parse_config(C, ["--help"])
+    text = capsys.readouterr().out
+    assert all(s in text for s in ("--lr", "learning rate", "--flag", "--no-flag", "a choice"))
+    with pytest.raises(SystemExit):
+        parse_config(C, ["--kind", "3"])
+    assert json.dumps(dataclasses.asdict(C())) and os.sep

@@ -1,0 +1,48 @@
+"""Acting in the environment with a world model and an actor (recurrent state)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from wmblocks.nn.rssm import features
+from wmblocks.nn.world_model import WorldModel
+
+
+class LatentPolicy:
+    """Filters observations with the RSSM and samples (or takes the mode of) the
+    actor's action. Keeps (h, z, a_{t-1}) between calls for a batch of N environments.
+
+    ``__call__(obs, is_first, greedy)`` with ``obs`` a dict of ``[N, ...]`` tensors and
+    ``is_first`` ``[N]`` returns an action ``[N, A]`` (one-hot for discrete; clipped to
+    [-1, 1] for continuous, the exploration noise of V1 included if ``noise > 0``).
+    """
+
+    def __init__(
+        self, wm: WorldModel, actor: nn.Module, action_dim: int, discrete: bool, noise: float = 0.0
+    ):
+        self.wm, self.actor = wm, actor
+        self.action_dim, self.discrete, self.noise = action_dim, discrete, noise
+        self.state: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def reset(self) -> None:
+        self.state = None
+
+    @torch.no_grad()
+    def __call__(self, obs: dict[str, Tensor], is_first: Tensor, greedy: bool = False) -> Tensor:
+        embed = self.wm.encoder(obs)
+        n = embed.shape[0]
+        if self.state is None:
+            deter, stoch = self.wm.rssm.initial(n)
+            self.state = (deter, stoch, embed.new_zeros(n, self.action_dim))
+        deter, stoch, prev = self.state
+        deter, stoch = self.wm.rssm.obs_step(deter, stoch, prev, embed, is_first)
+        dist = self.actor(features(deter, stoch))
+        action = dist.mode if greedy else dist.sample()
+        action = action.detach()
+        if not self.discrete:
+            if self.noise and not greedy:
+                action = action + self.noise * torch.randn_like(action)
+            action = action.clamp(-1.0, 1.0)
+        self.state = (deter, stoch, action)
+        return action

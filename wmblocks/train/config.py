@@ -1,0 +1,47 @@
+"""Dataclass configs with a generated command line (``--help`` lists every option)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+
+
+def option(default, help: str, **kwargs):  # noqa: A002
+    """A dataclass field with a help text for the command line."""
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+def parse_config(cls, argv: list[str] | None = None, description: str = ""):
+    """Build ``cls`` (a dataclass) from the command line: one ``--name`` per field,
+    typed by the field's default, documented by its ``help``; booleans get
+    ``--name/--no-name``; fields with ``choices`` metadata are checked."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        kw = {"default": f.default, "help": f.metadata.get("help", "")}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        if kind is bool:
+            parser.add_argument(name, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            parser.add_argument(name, type=kind, **kw)
+    args = parser.parse_args(argv)
+    return cls(**vars(args))
+
+
+def save_config(config, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=1)
+
+
+def load_config(cls, path: str):
+    with open(path) as f:
+        data = json.load(f)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
