@@ -1,0 +1,136 @@
+"""DreamerV1 (Hafner et al. 2020, "Dream to Control"): Gaussian RSSM, reconstruction ELBO
+(or the contrastive objective), V_lambda critic, dynamics-backprop actor.
+
+    python recipes/dreamer_v1.py                        # Pendulum-v1 on CUDA if present, else CPU
+    python recipes/dreamer_v1.py --objective nce   # contrastive state model, no decoder
+    python recipes/dreamer_v1.py --env CartPole-v1 # discrete actions (straight-through)
+    python recipes/dreamer_v1.py --logdir runs/x --resume
+
+Official V1 defaults (deter 200, stoch 30, 400 units, free nats 3, batch 50 x 50,
+H 15, gamma 0.99, lambda 0.95, Adam lr 6e-4 / 8e-5 / 8e-5, clip 100, exploration
+noise 0.3) except where the CPU budget of minutes forces a change: the train ratio
+(reference: 100 updates of 50 x 50 every 1000 steps = 250) and the prefill (reference
+5000). Reads top to bottom: configuration, the blocks, one training update; the
+shared loop (wmblocks.train.loop) collects, replays, logs, evaluates and checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from wmblocks import presets
+from wmblocks.losses import (
+    V1_NCE_SCALES,
+    V1_SCALES,
+    behavior_loss_v1,
+    total_loss,
+    world_model_loss_v1,
+    world_model_loss_v1_nce,
+)
+from wmblocks.optim import V1_OPTIM, adam
+from wmblocks.train.config import option
+from wmblocks.train.envs import Env
+from wmblocks.train.loop import Agent, LoopConfig, run
+
+
+# --- 1. Configuration (the shared options are LoopConfig's) ---------------------------
+@dataclasses.dataclass
+class Config(LoopConfig):
+    env: str = option("Pendulum-v1", "gymnasium id: 1-D Box observations, Box or Discrete actions")
+    objective: str = option(
+        "recon",
+        "world-model objective: recon (reconstruction ELBO) or nce (contrastive state model)",
+        choices=["recon", "nce"],
+    )
+    batch: int = option(16, "replay sequences per update (B); reference: 50")
+    length: int = option(50, "steps per replay sequence (T)")
+    train_ratio: float = option(
+        64.0,
+        "replayed steps trained on per environment step; updates per environment "
+        "step = train_ratio / (batch * length); reference: 250",
+    )
+    prefill: int = option(
+        2500, "environment steps collected (by the untrained agent) first; reference 5000"
+    )
+    deter: int = option(200, "deterministic state size (GRU)")
+    stoch: int = option(30, "Gaussian stochastic state size")
+    units: int = option(400, "MLP width (encoder, decoder, heads, actor, critic)")
+    free_nats: float = option(3.0, "free nats on the KL (batch mean)")
+    horizon: int = option(15, "imagination horizon (H)")
+    gamma: float = option(0.99, "discount")
+    lam: float = option(0.95, "lambda of the V_lambda returns")
+    noise: float = option(0.3, "Gaussian exploration noise on continuous actions")
+    model_lr: float = option(V1_OPTIM["model"].lr, "world-model Adam learning rate")
+    actor_lr: float = option(V1_OPTIM["actor"].lr, "actor Adam learning rate")
+    critic_lr: float = option(V1_OPTIM["critic"].lr, "critic Adam learning rate")
+    logdir: str = option(
+        "runs/dreamer_v1", "run directory (config, metrics, plot, checkpoint, replay)"
+    )
+
+
+# --- 2. The blocks ------------------------------------------------------------------
+def build(cfg: Config, env: Env, device: torch.device) -> Agent:
+    wm = presets.world_model_v1(
+        env.obs_shapes, env.action_dim, deter=cfg.deter, stoch=cfg.stoch, units=cfg.units
+    )
+    feat = wm.rssm.feat_dim
+    actor = presets.actor_v1(env.action_space, feat, units=cfg.units)  # tanh-Gaussian
+    critic = presets.critic_v1(feat, units=cfg.units)  # MSE on V_lambda
+    model = [wm]
+    if cfg.objective == "nce":  # q(s_t | o_t) replaces the decoder's likelihood
+        state_model = presets.state_model_v1(wm.encoder.out_dim, cfg.stoch, cfg.units)
+        model.append(state_model)
+    wm, actor, critic = wm.to(device), actor.to(device), critic.to(device)
+    model = [m.to(device) for m in model]
+    lrs = {"model": cfg.model_lr, "actor": cfg.actor_lr, "critic": cfg.critic_lr}
+    params = {
+        "model": [p for m in model for p in m.parameters()],
+        "actor": list(actor.parameters()),
+        "critic": list(critic.parameters()),
+    }
+    opts = {
+        name: adam(params[name], dataclasses.replace(V1_OPTIM[name], lr=lrs[name]))
+        for name in ("model", "actor", "critic")
+    }
+
+    # --- 3. One training update: ELBO (or NCE), then V_lambda by dynamics backprop --
+    def update(batch) -> dict[str, torch.Tensor]:
+        if cfg.objective == "nce":
+            td = world_model_loss_v1_nce(wm, model[1], batch, free=cfg.free_nats)
+            wm_loss, wm_metrics = total_loss(td, V1_NCE_SCALES)
+        else:
+            td = world_model_loss_v1(wm, batch, free=cfg.free_nats)
+            wm_loss, wm_metrics = total_loss(td, V1_SCALES)
+        td = td.apply(lambda x: x.detach())
+        beh = behavior_loss_v1(
+            wm, actor, critic, td, horizon=cfg.horizon, gamma=cfg.gamma, lam=cfg.lam
+        )
+        ac_loss, ac_metrics = total_loss(beh, {"actor": 1.0, "critic": 1.0})
+        (wm_loss + ac_loss).backward()  # the losses touch disjoint parameter sets
+        metrics = {
+            **{f"wm/{k}": v for k, v in wm_metrics.items()},
+            **{f"ac/{k}": v for k, v in ac_metrics.items()},
+        }
+        for name, opt in opts.items():
+            metrics[f"grad_norm/{name}"] = opt.step()
+        metrics["ac/return"] = beh["return"].mean()
+        return metrics
+
+    modules = {"wm": wm, "actor": actor, "critic": critic}
+    if cfg.objective == "nce":
+        modules["state_model"] = model[1]
+    return Agent(
+        wm,
+        actor,
+        update,
+        modules=modules,
+        optimizers=opts,
+        title=f"DreamerV1 ({cfg.objective})",
+        noise=cfg.noise,
+    )
+
+
+if __name__ == "__main__":
+    run(Config, build, name="dreamer_v1", description=__doc__)

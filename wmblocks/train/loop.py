@@ -1,0 +1,290 @@
+"""The training loop the three recipes share: collect, replay, train at the train ratio,
+log, evaluate, checkpoint, resume, plot.
+
+A recipe declares a configuration (a :class:`LoopConfig` subclass adding its own
+options) and a ``build(cfg, env, device) -> Agent`` that assembles its version's blocks
+and one training update; :func:`run` does everything else::
+
+    @dataclasses.dataclass
+    class Config(LoopConfig):
+        horizon: int = option(15, "imagination horizon")
+
+    def build(cfg, env, device) -> Agent:
+        ...
+        return Agent(wm, actor, update, modules={...}, optimizers={...}, title="...")
+
+    run(Config, build, name="dreamer_vX", description=__doc__)
+
+Data layout (:mod:`wmblocks.keys`): the replay row t holds o_t, the action a_t taken at
+o_t, the reward r_t received on arriving at o_t, is_first and is_terminal. The final
+observation of an episode is stored too (with a zero action), so terminal steps train
+the continue/discount heads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from tensordict import TensorDictBase
+from torch import Tensor, nn
+
+from wmblocks import keys
+from wmblocks.nn.world_model import WorldModel
+from wmblocks.optim import ClippedOptimizer
+from wmblocks.train.acting import LatentPolicy
+from wmblocks.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from wmblocks.train.config import load_config, option, parse_config, save_config
+from wmblocks.train.envs import Env
+from wmblocks.train.logging import MetricsLog, Progress, plot_returns
+from wmblocks.train.replay import SequenceReplay
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    """Options every recipe has. Subclasses add their own fields and may redeclare a
+    field to change its default (``env``, ``batch``, ``logdir``, ...)."""
+
+    env: str = option("CartPole-v1", "gymnasium id: 1-D Box observations, Discrete or Box actions")
+    seed: int = option(0, "random seed (environment, networks, sampling)")
+    device: str = option("auto", "cpu, cuda, or auto (cuda when available)")
+    steps: int = option(30_000, "total environment steps")
+    batch: int = option(16, "replay sequences per update (B)")
+    length: int = option(64, "steps per replay sequence (T)")
+    train_ratio: float = option(
+        512.0,
+        "replayed steps trained on per environment step; updates per environment "
+        "step = train_ratio / (batch * length)",
+    )
+    prefill: int = option(
+        1000, "environment steps collected (by the untrained agent) before the first update"
+    )
+    capacity: int = option(1_000_000, "replay capacity in steps")
+    logdir: str = option(
+        "runs/dreamer", "run directory (config, metrics, plot, checkpoint, replay)"
+    )
+    eval_every: int = option(2500, "environment steps between evaluations (0: only at the end)")
+    eval_episodes: int = option(5, "episodes per evaluation, acting with the policy's mode")
+    log_every: int = option(1000, "environment steps between metric lines")
+    save_every: int = option(10_000, "environment steps between checkpoints (and at the end)")
+    resume: bool = option(False, "continue the run in --logdir from its checkpoint")
+
+
+@dataclasses.dataclass
+class Agent:
+    """What a recipe's ``build`` hands to the loop.
+
+    Attributes:
+        wm: the world model (filters observations while acting).
+        actor: maps features ``[N, F]`` to an action distribution.
+        update: one training update on a replay batch ``[B, T]`` (already on the
+            device): losses, backward, optimiser steps, target updates; returns
+            metrics as detached tensors (read only every ``log_every`` steps).
+        modules: every module whose state a checkpoint must keep, by name.
+        optimizers: every optimiser, by name.
+        title: the plot title.
+        noise: Gaussian exploration noise on continuous actions while collecting
+            (V1: 0.3); evaluation never adds it.
+    """
+
+    wm: WorldModel
+    actor: nn.Module
+    update: Callable[[TensorDictBase], dict[str, Tensor]]
+    modules: dict[str, nn.Module]
+    optimizers: dict[str, ClippedOptimizer]
+    title: str = "Dreamer"
+    noise: float = 0.0
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def evaluate(agent: Agent, env: Env, episodes: int, device: torch.device) -> float:
+    """Mean return over ``episodes`` episodes acting with the policy's mode (no noise)."""
+    policy = LatentPolicy(agent.wm, agent.actor, env.action_dim, env.discrete)
+    returns = []
+    for _ in range(episodes):
+        row, total = env.reset(), 0.0
+        while not row["is_last"]:
+            obs = {keys.OBS: row[keys.OBS][None].to(device)}
+            action = policy(obs, row[keys.IS_FIRST][None].to(device), greedy=True)[0]
+            row = env.step(action.cpu())
+            total += float(row[keys.REWARD])
+        returns.append(total)
+    return sum(returns) / len(returns)
+
+
+def _stored(row: dict) -> dict:
+    """The keys a replay row keeps (``is_last`` only drives the loop)."""
+    return {k: v for k, v in row.items() if k != "is_last"}
+
+
+class Trainer:
+    """Owns the run directory, the environments, the replay and the counters of one run.
+
+    ``Trainer(Config, cfg, build)`` starts a new run or, with ``cfg.resume``, restores
+    one (modules, optimisers, counters, RNG and replay) from ``logdir``; :meth:`train`
+    runs to ``cfg.steps`` environment steps. An existing run is never overwritten.
+    """
+
+    def __init__(self, config_cls: type, cfg: LoopConfig, build: Callable[..., Agent]):
+        run_dir = cfg.logdir
+        self.ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+        ckpt = None
+        if cfg.resume:
+            ckpt = load_checkpoint(self.ckpt_path)
+            saved = load_config(config_cls, os.path.join(run_dir, "config.json"))
+            cfg = dataclasses.replace(saved, steps=cfg.steps, device=cfg.device, resume=True)
+        elif os.path.exists(self.ckpt_path):
+            raise ValueError(
+                f"{run_dir} already holds a run; pass --resume to continue it, or choose "
+                "another --logdir"
+            )
+        self.cfg, self.run_dir = cfg, run_dir
+        os.makedirs(run_dir, exist_ok=True)
+        save_config(cfg, os.path.join(run_dir, "config.json"))
+        torch.manual_seed(cfg.seed)
+        self.device = pick_device(cfg.device)
+        self.env = Env(cfg.env, cfg.seed)
+        self.eval_env = Env(cfg.env, cfg.seed + 10_000)
+        self.agent = build(cfg, self.env, self.device)
+        self.replay = SequenceReplay(
+            cfg.capacity, os.path.join(run_dir, "replay"), cfg.batch, cfg.length
+        )
+        self.count = {"steps": 0, "updates": 0, "episodes": 0, "credit": 0.0}
+        if ckpt is not None:
+            self._restore(ckpt)
+
+    def _restore(self, ckpt: dict) -> None:
+        try:
+            for name, module in self.agent.modules.items():
+                module.load_state_dict(ckpt["modules"][name])
+            for name, opt in self.agent.optimizers.items():
+                opt.load_state_dict(ckpt["optimizers"][name])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise RuntimeError(
+                f"checkpoint {self.ckpt_path} does not match this recipe's agent "
+                f"({type(e).__name__}: {str(e)[:300]}); was it written by another recipe "
+                "or version?"
+            ) from None
+        self.count = dict(ckpt["count"])
+        self.replay.load(os.path.join(self.run_dir, ckpt["replay_dir"]), ckpt["replay_added"])
+        set_rng_state(ckpt["rng"])
+
+    def checkpoint(self) -> None:
+        """Replay first (a new directory), then the state pointing to it (atomically),
+        then the previous replay copies are removed: a crash at any point leaves a
+        loadable checkpoint."""
+        replay_dir = f"replay_{self.count['steps']}"
+        self.replay.save(os.path.join(self.run_dir, replay_dir))
+        save_checkpoint(
+            self.ckpt_path,
+            {
+                "modules": {n: m.state_dict() for n, m in self.agent.modules.items()},
+                "optimizers": {n: o.state_dict() for n, o in self.agent.optimizers.items()},
+                "count": dict(self.count),
+                "rng": rng_state(),
+                "replay_dir": replay_dir,
+                "replay_added": self.replay.added,
+                "config": dataclasses.asdict(self.cfg),
+            },
+        )
+        for old in glob.glob(os.path.join(self.run_dir, "replay_*")):
+            if os.path.basename(old) != replay_dir:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def train(self) -> None:
+        """Act, store, train ``train_ratio / (batch * length)`` updates per environment
+        step once ``prefill`` steps are collected, log, evaluate, save; plot at the end."""
+        cfg, env, agent, count = self.cfg, self.env, self.agent, self.count
+        policy = LatentPolicy(agent.wm, agent.actor, env.action_dim, env.discrete, agent.noise)
+        log = MetricsLog(self.run_dir)
+        progress = Progress(cfg.steps, start=count["steps"])
+        metrics: dict[str, Tensor] = {}
+        per_update = cfg.train_ratio / (cfg.batch * cfg.length)
+        row, episode_return, episode_length = env.reset(), 0.0, 0
+        start = time.time()
+        while count["steps"] < cfg.steps:
+            obs = {keys.OBS: row[keys.OBS][None].to(self.device)}
+            action = policy(obs, row[keys.IS_FIRST][None].to(self.device))[0].cpu()
+            self.replay.add({**_stored(row), keys.ACTION: action})
+            row = env.step(action)
+            count["steps"] += 1
+            episode_return += float(row[keys.REWARD])
+            episode_length += 1
+            if row["is_last"]:  # store the final observation (no action is taken there)
+                self.replay.add({**_stored(row), keys.ACTION: torch.zeros(env.action_dim)})
+                count["episodes"] += 1
+                log.write(
+                    count["steps"],
+                    {"episode/return": episode_return, "episode/length": episode_length},
+                )
+                progress.episode(episode_return)
+                row, episode_return, episode_length = env.reset(), 0.0, 0
+            if count["steps"] >= cfg.prefill and self.replay.can_sample():
+                count["credit"] += per_update
+                while count["credit"] >= 1.0:
+                    metrics = agent.update(self.replay.sample().to(self.device))
+                    count["updates"] += 1
+                    count["credit"] -= 1.0
+            steps = count["steps"]
+            if steps % cfg.log_every == 0 and metrics:
+                log.write(
+                    steps,
+                    {
+                        **{k: float(v) for k, v in metrics.items()},
+                        "updates": count["updates"],
+                        "time/elapsed_s": time.time() - start,
+                    },
+                )
+            if (cfg.eval_every and steps % cfg.eval_every == 0) or steps == cfg.steps:
+                progress.eval = evaluate(agent, self.eval_env, cfg.eval_episodes, self.device)
+                log.write(steps, {"eval/return": progress.eval})
+            if steps % cfg.save_every == 0 or steps == cfg.steps:
+                self.checkpoint()
+            progress.update(steps, count["updates"])
+        progress.update(count["steps"], count["updates"], force=True)
+        log.close()
+        plot_returns(
+            os.path.join(self.run_dir, "metrics.jsonl"),
+            os.path.join(self.run_dir, "returns.png"),
+            f"{agent.title} on {cfg.env}",
+        )
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()
+
+
+def run(
+    config_cls: type,
+    build: Callable[..., Agent],
+    *,
+    name: str,
+    description: str = "",
+    argv: list[str] | None = None,
+) -> None:
+    """Command-line entry of a recipe: parse ``config_cls`` from ``argv``, build the
+    agent, train. Errors a user can act on (bad environment id, unknown preset, an
+    existing run, a corrupt checkpoint) print one line naming the problem and exit
+    with status 2."""
+    try:
+        cfg = parse_config(config_cls, argv, description)
+        trainer = Trainer(config_cls, cfg, build)
+        try:
+            trainer.train()
+        finally:
+            trainer.close()
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
