@@ -44,6 +44,7 @@ class Config(LoopConfig):
         "world-model objective: recon (reconstruction ELBO) or nce (contrastive state model)",
         choices=["recon", "nce"],
     )
+    action_repeat: int = option(2, "environment frames per action (reference: 2 on DMC)")
     batch: int = option(16, "replay sequences per update (B); reference: 50")
     length: int = option(50, "steps per replay sequence (T)")
     train_ratio: float = option(

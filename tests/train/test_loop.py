@@ -10,6 +10,7 @@ import torch
 from tests.recipes.common import TINY, load
 from wmblocks import keys
 from wmblocks.train.config import parse_config
+from wmblocks.train.logging import read_metrics
 from wmblocks.train.loop import Trainer
 
 
@@ -34,6 +35,7 @@ def counting_build(recipe):
 def test_updates_follow_the_train_ratio_after_prefill(tmp_path, ratio, prefill):
     config_cls, build, seen = counting_build("dreamer_v1")
     args = [*TINY["dreamer_v1"], "--batch", "4", "--length", "16", "--steps", "260"]
+    args += ["--action-repeat", "1"]
     args += ["--train-ratio", str(ratio), "--prefill", str(prefill), "--eval-every", "0"]
     args += ["--eval-episodes", "1", "--logdir", str(tmp_path / "run")]
     trainer = Trainer(config_cls, parse_config(config_cls, args), build)
@@ -68,3 +70,21 @@ def test_windows_carry_episode_starts(tmp_path):
     assert batches[..., 1:].any()
     starts = batches[..., 1:]
     assert terminal[..., :-1][starts].all()  # every CartPole episode here ends in a fall
+
+
+def test_action_repeat_counts_frames_and_keeps_the_ratio_per_frame(tmp_path):
+    config_cls, build, seen = counting_build("dreamer_v1")
+    args = [*TINY["dreamer_v1"], "--batch", "4", "--length", "16", "--steps", "400"]
+    args += ["--action-repeat", "2", "--train-ratio", "64", "--prefill", "100"]
+    args += ["--eval-every", "150", "--save-every", "150", "--log-every", "50"]
+    args += ["--eval-episodes", "1", "--logdir", str(tmp_path / "run")]
+    trainer = Trainer(config_cls, parse_config(config_cls, args), build)
+    trainer.train()
+    trainer.close()
+    assert trainer.count["steps"] == 400  # frames; 200 agent steps, two episodes
+    assert trainer.count["episodes"] == 2
+    # One update per frame: agent steps ending at frames 100, 102, ..., 400 (151 of them)
+    # each bring two frames' credit.
+    assert len(seen) == 2 * 151
+    evals = [r["step"] for r in read_metrics(str(tmp_path / "run" / "metrics.jsonl"))]
+    assert {150, 300, 400} <= set(evals)  # multiples crossed in steps of two frames

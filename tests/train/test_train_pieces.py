@@ -127,3 +127,26 @@ def test_config_cli_lists_every_option(capsys):
     assert all(s in text for s in ("--lr", "learning rate", "--flag", "--no-flag", "a choice"))
     with pytest.raises(SystemExit):
         parse_config(C, ["--kind", "3"])
+
+
+def test_action_repeat_sums_rewards_and_stops_at_the_episode_end():
+    repeated, single = Env("Pendulum-v1", seed=3, action_repeat=3), Env("Pendulum-v1", seed=3)
+    a, b = repeated.reset(), single.reset()
+    assert torch.equal(a[keys.OBS], b[keys.OBS])
+    frames = 0
+    while True:
+        action = torch.rand(1) * 2 - 1
+        row = repeated.step(action)
+        total = 0.0
+        for _ in range(repeated.frames):
+            ref = single.step(action)
+            total += float(ref[keys.REWARD])
+        frames += repeated.frames
+        assert torch.allclose(row[keys.OBS], ref[keys.OBS])
+        assert float(row[keys.REWARD]) == pytest.approx(total, rel=1e-5)
+        if row["is_last"]:
+            break
+        assert repeated.frames == 3 and not ref["is_last"]
+    assert frames == 200 and repeated.frames == 200 % 3 and ref["is_last"]  # 66 x 3 + 2
+    with pytest.raises(ValueError, match="action repeat"):
+        Env("Pendulum-v1", action_repeat=0)

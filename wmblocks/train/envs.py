@@ -28,9 +28,16 @@ class Env:
     ``is_terminal``, and ``is_last`` (terminated or truncated). Actions are given in
     the agent's space: one-hot ``[A]`` for Discrete, ``[-1, 1]^A`` for Box (rescaled
     here to the Box bounds).
+
+    ``action_repeat`` k: each ``step`` applies the action for k environment frames
+    (fewer if the episode ends) and returns the summed reward (V1 and V2 use 2 on DMC,
+    4 on Atari); ``frames`` holds how many frames the last ``step`` took.
     """
 
-    def __init__(self, env_id: str, seed: int = 0):
+    def __init__(self, env_id: str, seed: int = 0, action_repeat: int = 1):
+        if action_repeat < 1:
+            raise ValueError(f"action repeat must be >= 1, got {action_repeat}")
+        self.action_repeat, self.frames = action_repeat, 0
         from torchrl.envs import GymWrapper
 
         try:
@@ -67,15 +74,23 @@ class Env:
         return self._row(self._td, 0.0, True)
 
     def step(self, action: Tensor) -> dict[str, Tensor]:
-        td = self._td.clone(False)
         if self.discrete:
-            td["action"] = action.round().to(torch.int64)
+            env_action = action.round().to(torch.int64)
         else:
-            scaled = (action.clamp(-1.0, 1.0) + 1.0) / 2.0 * (self._high - self._low) + self._low
-            td["action"] = scaled
-        nxt = self.env.step(td)["next"]
+            env_action = (action.clamp(-1.0, 1.0) + 1.0) / 2.0 * (
+                self._high - self._low
+            ) + self._low
+        reward, nxt, self.frames = 0.0, self._td, 0
+        for _ in range(self.action_repeat):
+            td = nxt.clone(False)
+            td["action"] = env_action
+            nxt = self.env.step(td)["next"]
+            reward += float(nxt["reward"].item())
+            self.frames += 1
+            if nxt["terminated"].item() or nxt["truncated"].item():
+                break
         self._td = nxt
-        return self._row(nxt, float(nxt["reward"].item()), False)
+        return self._row(nxt, reward, False)
 
     def random_action(self) -> Tensor:
         if self.discrete:

@@ -54,7 +54,8 @@ class LoopConfig:
     env: str = option("CartPole-v1", "gymnasium id: 1-D Box observations, Discrete or Box actions")
     seed: int = option(0, "random seed (environment, networks, sampling)")
     device: str = option("auto", "cpu, cuda, or auto (cuda when available)")
-    steps: int = option(30_000, "total environment steps")
+    steps: int = option(30_000, "total environment steps (frames: action repeats count)")
+    action_repeat: int = option(1, "environment frames per agent action (rewards summed)")
     batch: int = option(16, "replay sequences per update (B)")
     length: int = option(64, "steps per replay sequence (T)")
     train_ratio: float = option(
@@ -129,6 +130,12 @@ def _stored(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "is_last"}
 
 
+def _crossed(before: int, after: int, every: int) -> bool:
+    """Whether the step count passed a multiple of ``every`` going from before to after
+    (an action repeat advances it by several frames at once)."""
+    return every > 0 and before // every != after // every
+
+
 class Trainer:
     """Owns the run directory, the environments, the replay and the counters of one run.
 
@@ -155,8 +162,8 @@ class Trainer:
         save_config(cfg, os.path.join(run_dir, "config.json"))
         torch.manual_seed(cfg.seed)
         self.device = pick_device(cfg.device)
-        self.env = Env(cfg.env, cfg.seed)
-        self.eval_env = Env(cfg.env, cfg.seed + 10_000)
+        self.env = Env(cfg.env, cfg.seed, cfg.action_repeat)
+        self.eval_env = Env(cfg.env, cfg.seed + 10_000, cfg.action_repeat)
         self.agent = build(cfg, self.env, self.device)
         self.replay = SequenceReplay(
             cfg.capacity, os.path.join(run_dir, "replay"), cfg.batch, cfg.length
@@ -205,7 +212,8 @@ class Trainer:
 
     def train(self) -> None:
         """Act, store, train ``train_ratio / (batch * length)`` updates per environment
-        step once ``prefill`` steps are collected, log, evaluate, save; plot at the end."""
+        step (frame) once ``prefill`` steps are collected, log, evaluate, save; plot at
+        the end."""
         cfg, env, agent, count = self.cfg, self.env, self.agent, self.count
         policy = LatentPolicy(agent.wm, agent.actor, env.action_dim, env.discrete, agent.noise)
         log = MetricsLog(self.run_dir)
@@ -219,7 +227,8 @@ class Trainer:
             action = policy(obs, row[keys.IS_FIRST][None].to(self.device))[0].cpu()
             self.replay.add({**_stored(row), keys.ACTION: action})
             row = env.step(action)
-            count["steps"] += 1
+            before = count["steps"]
+            count["steps"] += env.frames
             episode_return += float(row[keys.REWARD])
             episode_length += 1
             if row["is_last"]:  # store the final observation (no action is taken there)
@@ -232,13 +241,13 @@ class Trainer:
                 progress.episode(episode_return)
                 row, episode_return, episode_length = env.reset(), 0.0, 0
             if count["steps"] >= cfg.prefill and self.replay.can_sample():
-                count["credit"] += per_update
+                count["credit"] += per_update * env.frames
                 while count["credit"] >= 1.0:
                     metrics = agent.update(self.replay.sample().to(self.device))
                     count["updates"] += 1
                     count["credit"] -= 1.0
             steps = count["steps"]
-            if steps % cfg.log_every == 0 and metrics:
+            if _crossed(before, steps, cfg.log_every) and metrics:
                 log.write(
                     steps,
                     {
@@ -247,10 +256,10 @@ class Trainer:
                         "time/elapsed_s": time.time() - start,
                     },
                 )
-            if (cfg.eval_every and steps % cfg.eval_every == 0) or steps == cfg.steps:
+            if _crossed(before, steps, cfg.eval_every) or steps >= cfg.steps:
                 progress.eval = evaluate(agent, self.eval_env, cfg.eval_episodes, self.device)
                 log.write(steps, {"eval/return": progress.eval})
-            if steps % cfg.save_every == 0 or steps == cfg.steps:
+            if _crossed(before, steps, cfg.save_every) or steps >= cfg.steps:
                 self.checkpoint()
             progress.update(steps, count["updates"])
         progress.update(count["steps"], count["updates"], force=True)
