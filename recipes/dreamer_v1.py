@@ -63,6 +63,7 @@ class Config(LoopConfig):
     gamma: float = option(0.99, "discount")
     lam: float = option(0.95, "lambda of the V_lambda returns")
     noise: float = option(0.3, "Gaussian exploration noise on continuous actions")
+    eta: float = option(0.0, "actor entropy bonus (V1 has none: 0)")
     model_lr: float = option(V1_OPTIM["model"].lr, "world-model Adam learning rate")
     actor_lr: float = option(V1_OPTIM["actor"].lr, "actor Adam learning rate")
     critic_lr: float = option(V1_OPTIM["critic"].lr, "critic Adam learning rate")
@@ -106,7 +107,7 @@ def build(cfg: Config, env: Env, device: torch.device) -> Agent:
             wm_loss, wm_metrics = total_loss(td, V1_SCALES)
         td = td.apply(lambda x: x.detach())
         beh = behavior_loss_v1(
-            wm, actor, critic, td, horizon=cfg.horizon, gamma=cfg.gamma, lam=cfg.lam
+            wm, actor, critic, td, horizon=cfg.horizon, gamma=cfg.gamma, lam=cfg.lam, eta=cfg.eta
         )
         ac_loss, ac_metrics = total_loss(beh, {"actor": 1.0, "critic": 1.0})
         (wm_loss + ac_loss).backward()  # the losses touch disjoint parameter sets

@@ -103,6 +103,7 @@ def behavior_loss_v1(
     horizon: int = 15,
     gamma: float = 0.99,
     lam: float = 0.95,
+    eta: float = 0.0,
 ) -> TensorDict:
     """DreamerV1 (Hafner et al. 2020, eq. 6-8): dynamics backprop on V_lambda.
 
@@ -111,6 +112,10 @@ def behavior_loss_v1(
     R_H = v_H, equal to the V1 explicit sum. ``loss_actor`` = -gamma^t R_t (gradient
     through the frozen dynamics and critic into the actor); ``loss_critic`` =
     gamma^t (v(s_t) - sg(R_t))^2 / 2.
+
+    ``eta`` > 0 adds -eta H[pi(. | s_t)] to the actor loss (V1 has none, eta 0; V2 adds
+    it to its backprop actor). For a tanh-squashed policy the entropy includes the
+    squashing's log-determinant, so it also penalises saturated actions.
     """
     traj = imagine(wm, actor, td, horizon, backprop=True)
     feat = traj["feat"]
@@ -120,9 +125,13 @@ def behavior_loss_v1(
     disc = torch.full_like(reward[:, :horizon], gamma)
     ret = lambda_return(reward[:, :horizon], value[:, 1:], disc, lam)
     weight = cumulative_discount(disc)
+    actor_loss = backprop_loss(ret)
+    if eta:
+        entropy = actor(feat[:, :horizon].detach()).entropy()
+        actor_loss = actor_loss + entropy_loss(entropy, eta)
     value_pred = critic(feat.detach()).mean[:, :horizon]
     return _out(
-        loss_actor=weight * backprop_loss(ret),
+        loss_actor=weight * actor_loss,
         loss_critic=weight * 0.5 * (value_pred - ret.detach()).square(),
         **{"return": ret.detach(), "weight": weight},
     )
