@@ -7,6 +7,7 @@ from tensordict import TensorDict
 from tests.helpers import random_batch, tiny_world_model
 from tests.strategies import seeded_randn
 from wmblocks import keys
+from wmblocks.dists import TanhNormal
 from wmblocks.losses import (
     CONT_TARGET_2024,
     V3_2024_SCALES,
@@ -95,6 +96,26 @@ def test_dynamics_backprop_reaches_the_actor_through_the_imagined_dynamics():
     # actor gradient from it proves the path through the frozen dynamics.
     (g,) = torch.autograd.grad(out["loss_actor"][:, 0].sum(), [actor.mlp.net[-1].weight])
     assert g.abs().sum() > 0
+
+
+def test_v1_entropy_bonus_is_linear_in_eta_and_off_by_default():
+    wm, actor, critic = setup("v1")
+    td = wm.observe(random_batch(SHAPES, A, B=2, T=3)).apply(lambda x: x.detach())
+
+    def actor_loss(**kw):
+        torch.manual_seed(1)  # same imagination and entropy samples for every call
+        return behavior_loss_v1(wm, actor, critic, td, horizon=H, **kw)["loss_actor"]
+
+    base = actor_loss()
+    assert torch.equal(base, actor_loss(eta=0.0))
+    one, two = actor_loss(eta=0.1) - base, actor_loss(eta=0.2) - base
+    assert one.abs().max() > 0
+    torch.testing.assert_close(two, 2 * one)
+    # The bonus penalises saturation: a squashed policy pushed to the bounds has lower
+    # entropy, so the bonus's gradient on the pre-tanh mean points back toward 0.
+    loc = torch.tensor([4.0], requires_grad=True)
+    TanhNormal(loc, torch.tensor([0.5])).entropy(samples=4000).sum().backward()
+    assert loc.grad < 0
 
 
 def test_v3_advantages_are_scaled_by_the_normaliser_and_never_shifted():
