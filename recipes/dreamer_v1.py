@@ -6,11 +6,11 @@
     python recipes/dreamer_v1.py --env CartPole-v1 # discrete actions (straight-through)
     python recipes/dreamer_v1.py --logdir runs/x --resume
 
-Official V1 defaults (deter 200, stoch 30, 400 units, free nats 3, batch 50 x 50,
-H 15, gamma 0.99, lambda 0.95, Adam lr 6e-4 / 8e-5 / 8e-5, clip 100, exploration
-noise 0.3) except where the CPU budget of minutes forces a change: the train ratio
-(reference: 100 updates of 50 x 50 every 1000 steps = 250) and the prefill (reference
-5000). Reads top to bottom: configuration, the blocks, one training update; the
+Official V1 defaults (deter 200, stoch 30, 400 units, free nats 3, H 15, gamma 0.99,
+lambda 0.95, Adam lr 6e-4 / 8e-5 / 8e-5, clip 100, exploration noise 0.3, action
+repeat 2 as on DMC) except where the CPU budget of minutes forces a change: batch
+16 x 50 (reference 50 x 50), train ratio 64 (reference: 100 updates of 50 x 50 every
+1000 steps = 250) and prefill 2500 (reference 5000). Reads top to bottom: configuration, the blocks, one training update; the
 shared loop (wmblocks.train.loop) collects, replays, logs, evaluates and checkpoints.
 """
 
