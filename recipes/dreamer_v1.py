@@ -1,17 +1,18 @@
 """DreamerV1 (Hafner et al. 2020, "Dream to Control"): Gaussian RSSM, reconstruction ELBO
 (or the contrastive objective), V_lambda critic, dynamics-backprop actor.
 
-    python recipes/dreamer_v1.py                        # Pendulum-v1 on CUDA if present, else CPU
-    python recipes/dreamer_v1.py --objective nce   # contrastive state model, no decoder
-    python recipes/dreamer_v1.py --env CartPole-v1 # discrete actions (straight-through)
+    python recipes/dreamer_v1.py                    # Pendulum-v1 on CUDA if present, else CPU
+    python recipes/dreamer_v1.py --objective nce    # contrastive state model, no decoder
+    python recipes/dreamer_v1.py --env CartPole-v1  # discrete actions (straight-through)
     python recipes/dreamer_v1.py --logdir runs/x --resume
 
 Official V1 defaults (deter 200, stoch 30, 400 units, free nats 3, H 15, gamma 0.99,
 lambda 0.95, Adam lr 6e-4 / 8e-5 / 8e-5, clip 100, exploration noise 0.3, action
 repeat 2 as on DMC) except where the CPU budget of minutes forces a change: batch
 16 x 50 (reference 50 x 50), train ratio 64 (reference: 100 updates of 50 x 50 every
-1000 steps = 250) and prefill 2500 (reference 5000). Reads top to bottom: configuration, the blocks, one training update; the
-shared loop (wmblocks.train.loop) collects, replays, logs, evaluates and checkpoints.
+1000 steps = 250) and prefill 2500 (reference 5000). Reads top to bottom:
+configuration, the blocks, one training update; the shared loop (wmblocks.train.loop)
+collects, replays, logs, evaluates and checkpoints.
 """
 
 from __future__ import annotations
