@@ -98,6 +98,18 @@ def test_dynamics_backprop_reaches_the_actor_through_the_imagined_dynamics():
     assert g.abs().sum() > 0
 
 
+def test_the_imagining_actor_sees_stopped_states():
+    # References V1/V2: policy(stop_gradient(feat)). The gradient reaches a_t only
+    # through the dynamics; without the sg, s_{t+1} -> pi(s_{t+1}) adds a second path.
+    wm, actor, critic = setup("v1")
+    td = wm.observe(random_batch(SHAPES, A, B=2, T=3)).apply(lambda x: x.detach())
+    seen = []
+    hook = actor.register_forward_pre_hook(lambda _, args: seen.append(args[0].requires_grad))
+    behavior_loss_v1(wm, actor, critic, td, horizon=H)
+    hook.remove()
+    assert len(seen) >= H and not any(seen)
+
+
 def test_v1_entropy_bonus_is_linear_in_eta_and_off_by_default():
     wm, actor, critic = setup("v1")
     td = wm.observe(random_batch(SHAPES, A, B=2, T=3)).apply(lambda x: x.detach())

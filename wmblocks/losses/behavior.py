@@ -63,7 +63,9 @@ def imagine(
 
     Args:
         backprop: True: actions are ``rsample``d and the graph through the (frozen)
-            dynamics is kept, for dynamics backprop (V1, V2 continuous). False: no
+            dynamics is kept, for dynamics backprop (V1, V2 continuous); the actor
+            sees ``sg(s_t)`` (reference V1/V2 ``policy(stop_gradient(feat))``), so the
+            gradient reaches a_t only through the states and rewards after it. False: no
             graph (REINFORCE; V2 discrete, V3).
 
     Returns:
@@ -74,7 +76,9 @@ def imagine(
     stoch = td[keys.STOCH].detach().flatten(0, 1)
     if backprop:
         with frozen(wm):
-            traj = wm.rssm.imagine(deter, stoch, lambda f: actor(f).rsample(), horizon)
+            # The policy sees sg(s_t), as in all three references: the return's gradient
+            # reaches a_t only through the dynamics, never through pi's input.
+            traj = wm.rssm.imagine(deter, stoch, lambda f: actor(f.detach()).rsample(), horizon)
     else:
         with torch.no_grad():
             traj = wm.rssm.imagine(deter, stoch, lambda f: actor(f).sample(), horizon)
