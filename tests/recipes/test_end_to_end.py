@@ -97,3 +97,5 @@ def test_help_lists_every_option(recipe, own):
     for opt in (*shared, *own):
         assert opt in out, opt
     assert "replayed steps trained on per environment step" in out
+    # the docstring's example commands keep their own lines
+    assert f"\n    python recipes/{recipe}.py " in out

@@ -13,13 +13,16 @@ def option(default, help: str, **kwargs):  # noqa: A002
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each option's help; the description (a recipe's docstring, with
+    its example commands) keeps its line breaks."""
+
+
 def parse_config(cls, argv: list[str] | None = None, description: str = ""):
     """Build ``cls`` (a dataclass) from the command line: one ``--name`` per field,
     typed by the field's default, documented by its ``help``; booleans get
     ``--name/--no-name``; fields with ``choices`` metadata are checked."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         name = "--" + f.name.replace("_", "-")
