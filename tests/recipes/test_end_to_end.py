@@ -26,7 +26,13 @@ def test_smoke_run_writes_everything_and_resume_continues(tmp_path, recipe):
     assert ckpt["count"]["steps"] == 300 and ckpt["count"]["updates"] > 0
     updates = ckpt["count"]["updates"]
 
+    # A crash after the checkpoint leaves rows the resumed run will repeat: set aside.
+    with open(os.path.join(d, "metrics.jsonl"), "a") as f:
+        f.write('{"step": 400, "episode/return": 12345.0}\n')
     proc = run(recipe, "--resume", "--steps", "500", "--logdir", d)
+    assert all(r.get("episode/return") != 12345.0 for r in rows(d))
+    with open(os.path.join(d, "metrics.superseded.jsonl")) as f:
+        assert "12345.0" in f.read()
     ckpt = torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False)
     assert ckpt["count"]["steps"] == 500
     assert ckpt["count"]["updates"] == updates + 200  # ratio 64 / (4 * 16) = 1 per step

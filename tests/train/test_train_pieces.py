@@ -92,6 +92,22 @@ class _MultiDiscreteEnv(gym.Env):
     action_space = gym.spaces.MultiDiscrete([2, 2])
 
 
+def test_resumed_metrics_set_aside_rows_after_the_checkpoint(tmp_path):
+    log = MetricsLog(str(tmp_path))
+    for step in (10, 20, 30, 40):
+        log.write(step, {"episode/return": float(step)})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 50, "episo')  # torn by the crash
+    MetricsLog(str(tmp_path), resume_step=20).write(30, {"episode/return": -1.0})
+    rows = read_metrics(str(tmp_path / "metrics.jsonl"))
+    assert [(r["step"], r["episode/return"]) for r in rows] == [(10, 10), (20, 20), (30, -1)]
+    aside = (tmp_path / "metrics.superseded.jsonl").read_text().splitlines()
+    assert [line[:12] for line in aside] == ['{"step": 30,', '{"step": 40,', '{"step": 50,']
+    MetricsLog(str(tmp_path), resume_step=30)  # nothing after 30: both files unchanged
+    assert len(read_metrics(str(tmp_path / "metrics.jsonl"))) == 3
+    assert len((tmp_path / "metrics.superseded.jsonl").read_text().splitlines()) == 3
+
+
 def test_metrics_progress_and_plot(tmp_path):
     log = MetricsLog(str(tmp_path))
     for step in (10, 20):

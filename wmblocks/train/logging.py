@@ -54,8 +54,10 @@ class MetricsLog:
     """Appends ``{"step": ..., **metrics}`` lines to ``metrics.jsonl`` in the run
     directory, and to TensorBoard when the ``tensorboard`` package is installed."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, resume_step: int | None = None):
         self.path = os.path.join(run_dir, "metrics.jsonl")
+        if resume_step is not None:
+            self._rewind(resume_step)
         self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -63,6 +65,29 @@ class MetricsLog:
             self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
         except ImportError:
             pass
+
+    def _rewind(self, step: int) -> None:
+        """Rows written after the checkpoint at ``step`` belong to a stretch of training
+        that the resumed run repeats: they move to ``metrics.superseded.jsonl`` (kept,
+        never deleted) so that ``metrics.jsonl`` holds one consistent history."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            lines = [line for line in f if line.strip()]
+        keep, later = [], []
+        for line in lines:
+            try:
+                (later if json.loads(line)["step"] > step else keep).append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                later.append(line if line.endswith("\n") else line + "\n")
+        if not later:
+            return
+        with open(os.path.join(os.path.dirname(self.path), "metrics.superseded.jsonl"), "a") as f:
+            f.writelines(later)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, self.path)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": int(step), "time": time.time(), **{k: float(v) for k, v in metrics.items()}}

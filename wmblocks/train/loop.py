@@ -216,7 +216,7 @@ class Trainer:
         the end."""
         cfg, env, agent, count = self.cfg, self.env, self.agent, self.count
         policy = LatentPolicy(agent.wm, agent.actor, env.action_dim, env.discrete, agent.noise)
-        log = MetricsLog(self.run_dir)
+        log = MetricsLog(self.run_dir, resume_step=count["steps"] if cfg.resume else None)
         progress = Progress(cfg.steps, start=count["steps"])
         metrics: dict[str, Tensor] = {}
         per_update = cfg.train_ratio / (cfg.batch * cfg.length)
