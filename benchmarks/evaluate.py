@@ -1,0 +1,110 @@
+"""Evaluate a trained run's checkpoint over many episodes: the policy's mode, no
+exploration noise, on a fresh environment instance seeded apart from training and
+from the run's own evaluations (which use seed + 10,000).
+
+    python benchmarks/evaluate.py runs/v1i/dreamer_v1-Pendulum-v1-seed0 --episodes 30
+
+The recipe is read from the run directory's name (``dreamer_v1-...``, as
+benchmarks/learn.py names runs) unless --recipe gives it. Prints the mean, standard
+deviation, minimum and maximum return and the sorted returns; --out also writes
+them as JSON. The run directory is only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from wmblocks.train.checkpoint import load_checkpoint  # noqa: E402
+from wmblocks.train.config import load_config  # noqa: E402
+from wmblocks.train.envs import Env  # noqa: E402
+from wmblocks.train.loop import evaluate, pick_device  # noqa: E402
+
+RECIPES = ("dreamer_v1", "dreamer_v2", "dreamer_v3")
+
+
+def load_recipe(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "recipes", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+def evaluate_run(run_dir: str, recipe: str, episodes: int, seed: int, device: str) -> dict:
+    """Load ``run_dir``'s config and checkpoint into ``recipe``'s agent and return the
+    per-episode evaluation returns with their summary statistics."""
+    module = load_recipe(recipe)
+    cfg = load_config(module.Config, os.path.join(run_dir, "config.json"))
+    ckpt = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
+    dev = pick_device(device)
+    torch.manual_seed(seed)  # the posterior latents are sampled while acting
+    env = Env(cfg.env, seed, cfg.action_repeat)
+    agent = module.build(cfg, env, dev)
+    try:
+        for name, m in agent.modules.items():
+            m.load_state_dict(ckpt["modules"][name])
+    except (KeyError, RuntimeError) as e:
+        raise RuntimeError(
+            f"{run_dir}/checkpoint.pt does not match recipe {recipe} "
+            f"({type(e).__name__}: {str(e)[:200]}); pass the right --recipe"
+        ) from None
+    returns = [evaluate(agent, env, 1, dev) for _ in range(episodes)]
+    env.close()
+    return {
+        "run": run_dir,
+        "recipe": recipe,
+        "env": cfg.env,
+        "env_steps": ckpt["count"]["steps"],
+        "episodes": episodes,
+        "seed": seed,
+        "mean": statistics.mean(returns),
+        "sd": statistics.stdev(returns) if episodes > 1 else 0.0,
+        "min": min(returns),
+        "max": max(returns),
+        "returns": returns,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir")
+    p.add_argument("--recipe", choices=RECIPES, help="default: from the run directory's name")
+    p.add_argument("--episodes", type=int, default=30)
+    p.add_argument("--seed", type=int, default=123, help="evaluation environment seed")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="also write the result as JSON here")
+    a = p.parse_args(argv)
+    recipe = a.recipe or next(
+        (r for r in RECIPES if os.path.basename(os.path.normpath(a.run_dir)).startswith(r)), None
+    )
+    if recipe is None:
+        p.error(f"cannot tell the recipe from {a.run_dir!r}; pass --recipe")
+    if a.episodes < 1:
+        p.error("--episodes must be at least 1")
+    try:
+        res = evaluate_run(a.run_dir, recipe, a.episodes, a.seed, a.device)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        p.exit(2, f"evaluate.py: error: {e}\n")
+    print(
+        f"{res['run']} ({res['env_steps']} env steps): mean {res['mean']:.1f} "
+        f"sd {res['sd']:.1f} min {res['min']:.1f} max {res['max']:.1f} "
+        f"over {res['episodes']} episodes"
+    )
+    print("sorted returns:", sorted(round(r, 1) for r in res["returns"]))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
