@@ -8,8 +8,8 @@ wall-clock time, from each run's metrics.jsonl.
 
 Arguments after ``--`` go to the recipe unchanged. Writes summary.json next to the
 runs and prints a table: final evaluation return, best evaluation return, and the
-first environment step and wall-clock second at which the evaluation reached
---target (if it did).
+first environment step and second of training (wall clock, pauses before a
+--resume left out) at which the evaluation reached --target (if it did).
 """
 
 from __future__ import annotations
@@ -35,7 +35,13 @@ def summarise(run_dir: str, target: float | None) -> dict:
     if not rows:
         return {"run": run_dir, "evals": []}
     t0 = rows[0]["time"]
-    evals = [(r["step"], r["eval/return"], r["time"] - t0) for r in rows if "eval/return" in r]
+    # Training seconds as the loop counts them (pauses before a --resume excluded);
+    # runs logged before that was recorded fall back to wall-clock since the first row.
+    evals = [
+        (r["step"], r["eval/return"], r.get("time/elapsed_s", r["time"] - t0))
+        for r in rows
+        if "eval/return" in r
+    ]
     out = {
         "run": run_dir,
         "evals": evals,

@@ -24,7 +24,8 @@ def test_smoke_run_writes_everything_and_resume_continues(tmp_path, recipe):
     assert any("wm/reward" in r for r in first)
     ckpt = torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False)
     assert ckpt["count"]["steps"] == 300 and ckpt["count"]["updates"] > 0
-    updates = ckpt["count"]["updates"]
+    updates, seconds = ckpt["count"]["updates"], ckpt["count"]["seconds"]
+    assert seconds > 0
 
     # A crash after the checkpoint leaves rows the resumed run will repeat: set aside.
     with open(os.path.join(d, "metrics.jsonl"), "a") as f:
@@ -39,6 +40,11 @@ def test_smoke_run_writes_everything_and_resume_continues(tmp_path, recipe):
     later = [r for r in rows(d) if "updates" in r and r["step"] > 300]
     assert later and min(r["updates"] for r in later) > updates
     assert "500/500 env steps" in proc.stderr
+    # Training time adds up over the two segments.
+    assert ckpt["count"]["seconds"] > seconds
+    assert all(
+        r["time/elapsed_s"] > seconds for r in rows(d) if "eval/return" in r and r["step"] > 300
+    )
     # Starting a new run over an existing one is refused; nothing is overwritten.
     before = os.path.getmtime(os.path.join(d, "checkpoint.pt"))
     proc = run(recipe, *tiny(recipe), "--steps", "100", "--logdir", d, check=False)

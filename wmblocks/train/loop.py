@@ -168,7 +168,7 @@ class Trainer:
         self.replay = SequenceReplay(
             cfg.capacity, os.path.join(run_dir, "replay"), cfg.batch, cfg.length
         )
-        self.count = {"steps": 0, "updates": 0, "episodes": 0, "credit": 0.0}
+        self.count = {"steps": 0, "updates": 0, "episodes": 0, "credit": 0.0, "seconds": 0.0}
         if ckpt is not None:
             self._restore(ckpt)
 
@@ -221,7 +221,8 @@ class Trainer:
         metrics: dict[str, Tensor] = {}
         per_update = cfg.train_ratio / (cfg.batch * cfg.length)
         row, episode_return, episode_length = env.reset(), 0.0, 0
-        start = time.time()
+        # Training seconds, summed over resumed segments (pauses between them excluded).
+        seconds0, start = count.get("seconds", 0.0), time.time()
         while count["steps"] < cfg.steps:
             obs = {keys.OBS: row[keys.OBS][None].to(self.device)}
             action = policy(obs, row[keys.IS_FIRST][None].to(self.device))[0].cpu()
@@ -253,13 +254,15 @@ class Trainer:
                     {
                         **{k: float(v) for k, v in metrics.items()},
                         "updates": count["updates"],
-                        "time/elapsed_s": time.time() - start,
+                        "time/elapsed_s": seconds0 + time.time() - start,
                     },
                 )
             if _crossed(before, steps, cfg.eval_every) or steps >= cfg.steps:
                 progress.eval = evaluate(agent, self.eval_env, cfg.eval_episodes, self.device)
-                log.write(steps, {"eval/return": progress.eval})
+                elapsed = seconds0 + time.time() - start
+                log.write(steps, {"eval/return": progress.eval, "time/elapsed_s": elapsed})
             if _crossed(before, steps, cfg.save_every) or steps >= cfg.steps:
+                count["seconds"] = seconds0 + time.time() - start
                 self.checkpoint()
             progress.update(steps, count["updates"])
         progress.update(count["steps"], count["updates"], force=True)
