@@ -2,7 +2,7 @@
 exploration noise, on a fresh environment instance seeded apart from training and
 from the run's own evaluations (which use seed + 10,000).
 
-    python benchmarks/evaluate.py runs/v1i/dreamer_v1-Pendulum-v1-seed0 --episodes 30
+    python benchmarks/evaluate.py runs/v1i/dreamer_v1-Pendulum-v1-seed0 --episodes 100
 
 The recipe is read from the run directory's name (``dreamer_v1-...``, as
 benchmarks/learn.py names runs) unless --recipe gives it. Prints the mean, standard
@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 from wmblocks.train.checkpoint import load_checkpoint  # noqa: E402
 from wmblocks.train.config import load_config  # noqa: E402
 from wmblocks.train.envs import Env  # noqa: E402
-from wmblocks.train.loop import evaluate, pick_device  # noqa: E402
+from wmblocks.train.loop import evaluate, load_states, pick_device  # noqa: E402
 
 RECIPES = ("dreamer_v1", "dreamer_v2", "dreamer_v3")
 
@@ -45,19 +45,13 @@ def evaluate_run(run_dir: str, recipe: str, episodes: int, seed: int, device: st
     per-episode evaluation returns with their summary statistics."""
     module = load_recipe(recipe)
     cfg = load_config(module.Config, os.path.join(run_dir, "config.json"))
-    ckpt = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    ckpt = load_checkpoint(ckpt_path)
     dev = pick_device(device)
     torch.manual_seed(seed)  # the posterior latents are sampled while acting
     env = Env(cfg.env, seed, cfg.action_repeat)
     agent = module.build(cfg, env, dev)
-    try:
-        for name, m in agent.modules.items():
-            m.load_state_dict(ckpt["modules"][name])
-    except (KeyError, RuntimeError) as e:
-        raise RuntimeError(
-            f"{run_dir}/checkpoint.pt does not match recipe {recipe} "
-            f"({type(e).__name__}: {str(e)[:200]}); pass the right --recipe"
-        ) from None
+    load_states(agent.modules, ckpt["modules"], ckpt_path)
     returns = [evaluate(agent, env, 1, dev) for _ in range(episodes)]
     env.close()
     return {
@@ -78,7 +72,11 @@ def evaluate_run(run_dir: str, recipe: str, episodes: int, seed: int, device: st
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")
-    p.add_argument("--recipe", choices=RECIPES, help="default: from the run directory's name")
+    p.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        help="default: from the run directory's name (pass it when wrong)",
+    )
     p.add_argument("--episodes", type=int, default=30)
     p.add_argument("--seed", type=int, default=123, help="evaluation environment seed")
     p.add_argument("--device", default="cpu")

@@ -35,7 +35,7 @@ def test_evaluates_a_checkpoint_and_reports_clear_errors(tmp_path):
     assert results[1]["returns"] == res["returns"]  # seeded: the same episodes again
 
     wrong = evaluate(d, "--recipe", "dreamer_v2", "--episodes", "1")
-    assert wrong.returncode == 2 and "does not match recipe dreamer_v2" in wrong.stderr
+    assert wrong.returncode == 2 and "does not match this recipe" in wrong.stderr
     unnamed = evaluate(str(tmp_path), "--episodes", "1")
     assert unnamed.returncode == 2 and "pass --recipe" in unnamed.stderr
     missing = evaluate(str(tmp_path / "dreamer_v3-none"), "--episodes", "1")

@@ -125,6 +125,20 @@ def evaluate(agent: Agent, env: Env, episodes: int, device: torch.device) -> flo
     return sum(returns) / len(returns)
 
 
+def load_states(objects: dict, states: dict, path: str) -> None:
+    """``objects[name].load_state_dict(states[name])`` for every name in ``objects``
+    (modules or optimisers); a mismatch raises one error naming the checkpoint ``path``."""
+    try:
+        for name, obj in objects.items():
+            obj.load_state_dict(states[name])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise RuntimeError(
+            f"checkpoint {path} does not match this recipe's agent "
+            f"({type(e).__name__}: {str(e)[:300]}); was it written by another recipe "
+            "or version?"
+        ) from None
+
+
 def _stored(row: dict) -> dict:
     """The keys a replay row keeps (``is_last`` only drives the loop)."""
     return {k: v for k, v in row.items() if k != "is_last"}
@@ -173,17 +187,8 @@ class Trainer:
             self._restore(ckpt)
 
     def _restore(self, ckpt: dict) -> None:
-        try:
-            for name, module in self.agent.modules.items():
-                module.load_state_dict(ckpt["modules"][name])
-            for name, opt in self.agent.optimizers.items():
-                opt.load_state_dict(ckpt["optimizers"][name])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise RuntimeError(
-                f"checkpoint {self.ckpt_path} does not match this recipe's agent "
-                f"({type(e).__name__}: {str(e)[:300]}); was it written by another recipe "
-                "or version?"
-            ) from None
+        load_states(self.agent.modules, ckpt["modules"], self.ckpt_path)
+        load_states(self.agent.optimizers, ckpt["optimizers"], self.ckpt_path)
         self.count = dict(ckpt["count"])
         self.replay.load(os.path.join(self.run_dir, ckpt["replay_dir"]), ckpt["replay_added"])
         set_rng_state(ckpt["rng"])
@@ -223,6 +228,10 @@ class Trainer:
         row, episode_return, episode_length = env.reset(), 0.0, 0
         # Training seconds, summed over resumed segments (pauses between them excluded).
         seconds0, start = count.get("seconds", 0.0), time.time()
+
+        def seconds() -> float:
+            return seconds0 + time.time() - start
+
         while count["steps"] < cfg.steps:
             obs = {keys.OBS: row[keys.OBS][None].to(self.device)}
             action = policy(obs, row[keys.IS_FIRST][None].to(self.device))[0].cpu()
@@ -254,15 +263,14 @@ class Trainer:
                     {
                         **{k: float(v) for k, v in metrics.items()},
                         "updates": count["updates"],
-                        "time/elapsed_s": seconds0 + time.time() - start,
+                        "time/elapsed_s": seconds(),
                     },
                 )
             if _crossed(before, steps, cfg.eval_every) or steps >= cfg.steps:
                 progress.eval = evaluate(agent, self.eval_env, cfg.eval_episodes, self.device)
-                elapsed = seconds0 + time.time() - start
-                log.write(steps, {"eval/return": progress.eval, "time/elapsed_s": elapsed})
+                log.write(steps, {"eval/return": progress.eval, "time/elapsed_s": seconds()})
             if _crossed(before, steps, cfg.save_every) or steps >= cfg.steps:
-                count["seconds"] = seconds0 + time.time() - start
+                count["seconds"] = seconds()
                 self.checkpoint()
             progress.update(steps, count["updates"])
         progress.update(count["steps"], count["updates"], force=True)
