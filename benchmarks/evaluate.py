@@ -24,6 +24,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from wmblocks.errors import UserError  # noqa: E402
 from wmblocks.train.checkpoint import load_checkpoint  # noqa: E402
 from wmblocks.train.config import load_config  # noqa: E402
 from wmblocks.train.envs import Env  # noqa: E402
@@ -52,7 +53,7 @@ def evaluate_run(run_dir: str, recipe: str, episodes: int, seed: int, device: st
     env = Env(cfg.env, seed, cfg.action_repeat)
     agent = module.build(cfg, env, dev)
     load_states(agent.modules, ckpt["modules"], ckpt_path)
-    returns = [evaluate(agent, env, 1, dev) for _ in range(episodes)]
+    returns = [evaluate(agent, env, 1, dev, cfg.eval_mode) for _ in range(episodes)]
     env.close()
     return {
         "run": run_dir,
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--episodes must be at least 1")
     try:
         res = evaluate_run(a.run_dir, recipe, a.episodes, a.seed, a.device)
-    except (FileNotFoundError, RuntimeError, ValueError) as e:
+    except UserError as e:
         p.exit(2, f"evaluate.py: error: {e}\n")
     print(
         f"{res['run']} ({res['env_steps']} env steps): mean {res['mean']:.1f} "

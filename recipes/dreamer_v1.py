@@ -70,6 +70,9 @@ class Config(LoopConfig):
     lam: float = option(0.95, "lambda of the V_lambda returns")
     noise: float = option(0.3, "Gaussian exploration noise on continuous actions")
     eta: float = option(0.0, "actor entropy bonus (V1 has none: 0)")
+    eval_mode: str = option(
+        "mode", "how evaluation acts: mode (the V1 reference) or sample", choices=["sample", "mode"]
+    )
     model_lr: float = option(V1_OPTIM["model"].lr, "world-model Adam learning rate")
     actor_lr: float = option(
         2e-5,

@@ -8,10 +8,13 @@ rho-mixed actor, slow critic copied every 100 updates.
 
 Official V2 defaults (32 x 32 latents, KL balance 0.8, batch 16 x 50, one update every
 5 steps = train ratio 160, H 15, gamma 0.99, lambda 0.95, Adam eps 1e-5, weight decay
-1e-6, clip 100, slow critic every 100) with the reference's DMC settings for these
-small vector tasks (deter 200, hidden 200, model lr 3e-4, KL free 1; the Atari ones
-are deter 600, model lr 2e-4, free 0), and rho / eta by action space (REINFORCE and eta
-1e-3 for discrete as on Atari, backprop and eta 1e-4 for continuous as on DMC). Reads
+1e-6 per step independent of the lr, clip 100, slow critic every 100) with the
+reference's DMC settings for these small vector tasks (deter 200, hidden 200, model
+lr 3e-4, KL free 1; the Atari ones are deter 600, model lr 2e-4, free 0), and rho /
+eta / the discount head by action space as the reference's configs set them
+(REINFORCE, eta 1e-3 and a discount head for discrete as on Atari; backprop, eta 1e-4
+and a constant gamma for continuous as on DMC). Evaluation acts with the policy's
+mode, as the reference. Reads
 top to bottom: configuration, the blocks, one training update; the shared loop
 (wmblocks.train.loop) collects, replays, logs, evaluates and checkpoints.
 """
@@ -23,8 +26,14 @@ import dataclasses
 import torch
 
 from wmblocks import presets
-from wmblocks.losses import V2_SCALES, behavior_loss_v2, total_loss, world_model_loss_v2
-from wmblocks.nn.critics import SlowCritic
+from wmblocks.losses import (
+    V2_SCALES,
+    V2_SCALES_NO_DISCOUNT,
+    behavior_loss_v2,
+    total_loss,
+    world_model_loss_v2,
+)
+from wmblocks.nn import SlowCritic
 from wmblocks.optim import V2_OPTIM, adam
 from wmblocks.train.config import option
 from wmblocks.train.envs import Env
@@ -58,6 +67,15 @@ class Config(LoopConfig):
         -1.0, "actor entropy scale; negative: 1e-3 discrete (Atari), 1e-4 continuous (DMC)"
     )
     slow_every: int = option(100, "updates between hard copies of the critic to its target")
+    discount_head: str = option(
+        "auto",
+        "predict discounts with a head (reference pred_discount): on, off (constant gamma, "
+        "the reference's DMC setting), or auto: on for discrete actions, off for continuous",
+        choices=["auto", "on", "off"],
+    )
+    eval_mode: str = option(
+        "mode", "how evaluation acts: mode (the V2 reference) or sample", choices=["sample", "mode"]
+    )
     model_lr: float = option(
         3e-4, "world-model Adam learning rate (reference: 3e-4 DMC, 2e-4 Atari)"
     )
@@ -70,6 +88,7 @@ class Config(LoopConfig):
 
 # --- 2. The blocks ------------------------------------------------------------------
 def build(cfg: Config, env: Env, device: torch.device) -> Agent:
+    discount_head = cfg.discount_head == "on" or (cfg.discount_head == "auto" and env.discrete)
     wm = presets.world_model_v2(
         env.obs_shapes,
         env.action_dim,
@@ -78,6 +97,7 @@ def build(cfg: Config, env: Env, device: torch.device) -> Agent:
         stoch=cfg.stoch,
         classes=cfg.classes,
         units=cfg.units,
+        discount_head=discount_head,
     ).to(device)
     feat = wm.rssm.feat_dim
     actor = presets.actor_v2(env.action_space, feat, units=cfg.units).to(device)
@@ -90,11 +110,14 @@ def build(cfg: Config, env: Env, device: torch.device) -> Agent:
         name: adam(module.parameters(), dataclasses.replace(V2_OPTIM[name], lr=lrs[name]))
         for name, module in (("model", wm), ("actor", actor), ("critic", critic))
     }
+    scales = V2_SCALES if discount_head else V2_SCALES_NO_DISCOUNT
 
     # --- 3. One training update: balanced-KL world model, then rho-mixed behaviour --
     def update(batch) -> dict[str, torch.Tensor]:
-        td = world_model_loss_v2(wm, batch, alpha=cfg.kl_balance, free=cfg.kl_free)
-        wm_loss, wm_metrics = total_loss(td, V2_SCALES)
+        td = world_model_loss_v2(
+            wm, batch, alpha=cfg.kl_balance, free=cfg.kl_free, gamma=cfg.gamma
+        )
+        wm_loss, wm_metrics = total_loss(td, scales)
         td = td.apply(lambda x: x.detach())
         beh = behavior_loss_v2(
             wm,
@@ -126,7 +149,7 @@ def build(cfg: Config, env: Env, device: torch.device) -> Agent:
         update,
         modules={"wm": wm, "actor": actor, "critic": critic, "slow": slow},
         optimizers=opts,
-        title=f"DreamerV2 (rho {rho:g})",
+        title=f"DreamerV2 (rho {rho:g}, discount head {'on' if discount_head else 'off'})",
     )
 
 

@@ -7,7 +7,8 @@
 
 Defaults are set for a CPU budget of minutes (size 1m, T 32, train ratio 96, lr 2e-4);
 the 2024 reference uses T 64, train ratio 512 (DMC proprio) and lr 4e-5: pass those
-flags to match it. Reads top to bottom: configuration, the blocks, one training update.
+flags to match it. Everything else in which the 2023 and 2024 revisions differ is one
+record, ``presets.v3_revision(cfg.revision)`` (see docs/dreamer_v3.md). Reads top to bottom: configuration, the blocks, one training update.
 Collection, replay, the train ratio, logging, evaluation, checkpoints and resuming are
 the shared loop's (wmblocks.train.loop). The run directory (--logdir) receives
 config.json, metrics.jsonl, returns.png, checkpoint.pt and the replay buffer.
@@ -21,17 +22,12 @@ import torch
 
 from wmblocks import presets
 from wmblocks.losses import (
-    CONT_TARGET_2024,
-    V3_2023_SCALES,
-    V3_2024_SCALES,
     behavior_loss_v3,
     replay_value_loss_v3,
     total_loss,
     world_model_loss_v3,
 )
-from wmblocks.nn import ReturnNormalizer
-from wmblocks.nn.critics import SlowCritic
-from wmblocks.optim import V3_2023_OPTIM, adam, laprop_agc
+from wmblocks.nn import ReturnNormalizer, SlowCritic, refresh_context_, split_context
 from wmblocks.train.config import option
 from wmblocks.train.envs import Env
 from wmblocks.train.loop import Agent, LoopConfig, run
@@ -61,32 +57,34 @@ class Config(LoopConfig):
 
 # --- 2. The blocks ------------------------------------------------------------------
 def build(cfg: Config, env: Env, device: torch.device) -> Agent:
-    wm = presets.world_model_v3(env.obs_shapes, env.action_dim, cfg.size, cfg.revision)
+    rev = presets.v3_revision(cfg.revision)  # everything the revisions differ in
+    wm = presets.world_model_v3(env.obs_shapes, env.action_dim, cfg.size, rev)
     feat = wm.rssm.feat_dim
-    actor = presets.actor_v3(env.action_space, feat, cfg.size, cfg.revision)
-    critic = presets.critic_v3(feat, cfg.size, cfg.revision)
+    actor = presets.actor_v3(env.action_space, feat, cfg.size, rev)
+    critic = presets.critic_v3(feat, cfg.size, rev)
     wm, actor, critic = wm.to(device), actor.to(device), critic.to(device)
     slow = SlowCritic(critic, rate=0.02)  # EMA of the critic, regulariser target
     normalizer = ReturnNormalizer().to(device)  # percentile EMA of the returns
-    if cfg.revision == 2024:  # one optimiser for everything
-        params = [*wm.parameters(), *actor.parameters(), *critic.parameters()]
-        opts = {"all": laprop_agc(params, lr=cfg.lr)}
-    else:
-        opts = {
-            name: adam(module.parameters(), V3_2023_OPTIM[name])
-            for name, module in (("model", wm), ("actor", actor), ("critic", critic))
-        }
-    scales = V3_2024_SCALES if cfg.revision == 2024 else V3_2023_SCALES
-    # 2024: the continue head predicts the discount (target 1 - 1/333), imagination gamma 1.
-    cont_target, gamma = (CONT_TARGET_2024, 1.0) if cfg.revision == 2024 else (1.0, 1 - 1 / 333)
+    opts = rev.optimizer({"model": wm, "actor": actor, "critic": critic}, cfg.lr)
+    backprop = rev.backprop_continuous and not env.discrete  # 2023: Box by dynamics backprop
 
     # --- 3. One training update: world model, then behaviour from its posteriors ------
     def update(batch) -> dict[str, torch.Tensor]:
-        td = world_model_loss_v3(wm, batch, cont_target=cont_target)
-        wm_loss, wm_metrics = total_loss(td, scales)
-        td = td.apply(lambda x: x.detach())
+        # 2024: the chunk starts from the latent stored with the step before it.
+        td, start = split_context(batch) if rev.replay_context else (batch, None)
+        td = world_model_loss_v3(wm, td, start=start, cont_target=rev.cont_target)
+        wm_loss, wm_metrics = total_loss(td, rev.scales)
         beh = behavior_loss_v3(
-            wm, actor, critic, slow, normalizer, td, horizon=cfg.horizon, gamma=gamma
+            wm,
+            actor,
+            critic,
+            slow,
+            normalizer,
+            td.apply(lambda x: x.detach()),
+            horizon=cfg.horizon,
+            gamma=rev.gamma,
+            backprop=backprop,
+            continue_flags=rev.imagined_continue,
         )
         ac_loss, ac_metrics = total_loss(beh, {"actor": 1.0, "critic": 1.0})
         loss = wm_loss + ac_loss
@@ -94,15 +92,24 @@ def build(cfg: Config, env: Env, device: torch.device) -> Agent:
             **{f"wm/{k}": v for k, v in wm_metrics.items()},
             **{f"ac/{k}": v for k, v in ac_metrics.items()},
         }
-        if cfg.revision == 2024:  # replay value loss, bootstrapped from imagined returns
-            imagined = beh["return"][:, 0].view(cfg.batch, cfg.length)
-            repval = replay_value_loss_v3(critic, slow, td, imagined)
-            loss = loss + 0.3 * repval["loss_repval"].mean()
+        if rev.repval_scale:  # replay value loss; its gradient also trains the world model
+            posterior = wm.features(td)
+            repval = replay_value_loss_v3(
+                critic=critic(posterior),
+                slow_value=slow(posterior.detach()).mean,
+                reward=td["reward"],
+                is_last=td["is_last"],
+                is_terminal=td["is_terminal"],
+                boot=beh["return"][:, 0].view(td.batch_size),
+            )
+            loss = loss + rev.repval_scale * repval["loss_repval"].mean()
             metrics["ac/repval"] = repval["loss_repval"].mean().detach()
         loss.backward()
         for opt in opts.values():
             metrics["grad_norm"] = opt.step()
         slow.update(critic)
+        if rev.replay_context:
+            refresh_context_(batch, td)
         metrics["ac/return"] = beh["return"].mean()
         metrics["ac/scale"] = normalizer.scale()
         return metrics
@@ -119,7 +126,8 @@ def build(cfg: Config, env: Env, device: torch.device) -> Agent:
             "normalizer": normalizer,
         },
         optimizers=opts,
-        title=f"DreamerV3 ({cfg.revision}, {cfg.size})",
+        title=f"DreamerV3 ({rev.name}, {cfg.size})",
+        replay_context=rev.replay_context,
     )
 
 

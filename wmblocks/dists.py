@@ -11,6 +11,7 @@ docstring and keep every batch dim, so a ``[B, T, ...]`` input gives ``[B, T]``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,7 +24,12 @@ from wmblocks.functional.categorical import (
     unimix_probs,
 )
 from wmblocks.functional.symlog import symexp, symlog
-from wmblocks.functional.twohot import twohot_bins, twohot_cross_entropy, twohot_decode
+from wmblocks.functional.twohot import (
+    symexp_twohot_bins,
+    twohot_bins,
+    twohot_decode,
+    twohot_log_prob,
+)
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -32,29 +38,16 @@ def _event_sum(x: Tensor, event_dims: int) -> Tensor:
     return x.sum(tuple(range(-event_dims, 0))) if event_dims else x
 
 
-class TwoHotSymlog:
-    """Categorical over bins in symlog space for scalar regression (DreamerV3, eq. 9-10).
+class _TwoHot:
+    """Shared body of the two twohot conventions: logits ``[..., K]`` over ``bins``
+    ``[K]`` (a buffer of the head that made them); ``log_probs`` is computed once and
+    shared by every ``log_prob`` call (the critic's two targets use one log-softmax)."""
 
-    Args:
-        logits: ``[..., K]`` over the bins.
-        bins: ``[K]`` in symlog space; default :func:`~wmblocks.functional.twohot_bins`
-            (255 bins on [-20, 20], as the official 2023 code). The 2024 code instead
-            places the bins at symexp of a uniform grid and works in raw space; for that,
-            pass such bins and use ``twohot_cross_entropy`` directly.
-
-    ``mean`` = symexp(sum_i p_i b_i), the symmetric sum of
-    :func:`~wmblocks.functional.twohot_decode`: uniform probabilities predict exactly 0.
-    ``log_prob(x)`` = -cross-entropy of the two-hot encoding of symlog(x). Shapes:
-    ``[...]`` for both.
-    """
-
-    def __init__(self, logits: Tensor, bins: Tensor | None = None):
-        if bins is None:
-            bins = twohot_bins(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+    def __init__(self, logits: Tensor, bins: Tensor):
         if bins.shape[-1] != logits.shape[-1]:
             raise ValueError(
-                f"TwoHotSymlog: logits have {logits.shape[-1]} classes but bins has "
-                f"{bins.shape[-1]} entries"
+                f"{type(self).__name__}: logits have {logits.shape[-1]} classes but bins "
+                f"has {bins.shape[-1]} entries"
             )
         self.logits = logits
         self.bins = bins
@@ -62,6 +55,63 @@ class TwoHotSymlog:
     @property
     def probs(self) -> Tensor:
         return self.logits.softmax(-1)
+
+    @functools.cached_property
+    def log_probs(self) -> Tensor:
+        return self.logits.log_softmax(-1)
+
+
+class TwoHotSymlog(_TwoHot):
+    """Twohot regression as the seed writes it and the 2024 code does it (DreamerV3
+    eq. 9-10): bins B = symexp(linspace(-20, 20, 255)) in raw space.
+
+    Args:
+        logits: ``[..., K]`` over the bins.
+        bins: ``[K]`` raw-space bins; default :func:`~wmblocks.functional.symexp_twohot_bins`.
+
+    ``mean`` = softmax(logits)^T B in raw space, summed symmetrically
+    (:func:`~wmblocks.functional.twohot_decode`), so uniform logits predict exactly 0;
+    no symexp afterwards. ``log_prob(y)`` = sum_i twohot(y)_i log softmax_i with the
+    two-hot weights interpolating linearly in raw space between the (exponentially
+    spaced) neighbours of y. Shapes ``[...]``. Checked against the official code's
+    values in ``tests/golden``.
+    """
+
+    def __init__(self, logits: Tensor, bins: Tensor | None = None):
+        if bins is None:
+            bins = symexp_twohot_bins(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+        super().__init__(logits, bins)
+
+    @property
+    def mean(self) -> Tensor:
+        return twohot_decode(self.probs, self.bins)
+
+    @property
+    def mode(self) -> Tensor:
+        """The most likely bin, ``[...]``."""
+        return self.bins[self.logits.argmax(-1)]
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``[...]``; no gradient into ``x``."""
+        return twohot_log_prob(self.log_probs, x.to(self.bins.dtype), self.bins)
+
+
+class TwoHotSymlog2023(_TwoHot):
+    """Twohot regression of the official 2023 code: bins uniform on [-20, 20] in
+    *symlog* space.
+
+    Args:
+        logits: ``[..., K]``; bins: ``[K]`` symlog-space bins, default
+            :func:`~wmblocks.functional.twohot_bins`.
+
+    ``mean`` = symexp(sum_i p_i b_i) (symmetric sum: uniform logits give exactly 0);
+    ``log_prob(y)`` = sum_i twohot(symlog(y))_i log softmax_i. Shapes ``[...]``.
+    """
+
+    def __init__(self, logits: Tensor, bins: Tensor | None = None):
+        if bins is None:
+            bins = twohot_bins(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+        super().__init__(logits, bins)
 
     @property
     def mean(self) -> Tensor:
@@ -73,8 +123,8 @@ class TwoHotSymlog:
         return symexp(self.bins[self.logits.argmax(-1)])
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """``-twohot_cross_entropy(logits, symlog(x))``, ``[...]``; no gradient into ``x``."""
-        return -twohot_cross_entropy(self.logits, symlog(x), self.bins)
+        """``[...]``; no gradient into ``x``."""
+        return twohot_log_prob(self.log_probs, symlog(x.to(self.bins.dtype)), self.bins)
 
 
 class MSE:
@@ -264,21 +314,16 @@ class TanhNormal:
         return -log_prob.mean(0)
 
 
-class BoundedNormal:
-    """DreamerV3's continuous policy: Normal(tanh(mean), std) with std in [minstd, maxstd]
-    (official code: minstd 0.1, maxstd 1.0, std = (max - min) sigmoid(x + 2) + min).
+class Normal:
+    """Diagonal Gaussian over the last dim: ``loc``, ``scale`` ``[..., A]``.
 
-    Args:
-        mean: ``[..., A]`` raw network output; the location is tanh(mean).
-        std: ``[..., A]`` raw network output, squashed as above.
-
-    Samples are not clipped: clip to [-1, 1] before stepping the environment.
-    ``log_prob`` and ``entropy`` sum over the action dim, giving ``[...]``.
+    ``log_prob`` and ``entropy`` sum over A, giving ``[...]``; ``rsample`` is
+    reparameterised. The distribution the DreamerV3 policy head returns (the official
+    ``bounded_normal`` output is a plain Normal: no tanh on samples).
     """
 
-    def __init__(self, mean: Tensor, std: Tensor, minstd: float = 0.1, maxstd: float = 1.0):
-        self.loc = mean.tanh()
-        self.scale = (maxstd - minstd) * torch.sigmoid(std + 2.0) + minstd
+    def __init__(self, loc: Tensor, scale: Tensor):
+        self.loc, self.scale = loc, scale
 
     @property
     def mean(self) -> Tensor:
@@ -302,6 +347,22 @@ class BoundedNormal:
 
     def entropy(self) -> Tensor:
         return (self.scale.log() + 0.5 * (1.0 + _LOG_2PI)).sum(-1)
+
+
+class BoundedNormal(Normal):
+    """DreamerV3's continuous policy: Normal(tanh(mean), std) with std in [minstd, maxstd]
+    (official code: minstd 0.1, maxstd 1.0, std = (max - min) sigmoid(x + 2) + min).
+
+    Args:
+        mean: ``[..., A]`` raw network output; the location is tanh(mean).
+        std: ``[..., A]`` raw network output, squashed as above.
+
+    Samples are not clipped: clip to [-1, 1] before stepping the environment.
+    ``log_prob`` and ``entropy`` sum over the action dim, giving ``[...]``.
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor, minstd: float = 0.1, maxstd: float = 1.0):
+        super().__init__(mean.tanh(), (maxstd - minstd) * torch.sigmoid(std + 2.0) + minstd)
 
 
 class TruncatedNormal:
@@ -380,6 +441,7 @@ __all__ = [
     "Bernoulli",
     "BoundedNormal",
     "MSE",
+    "Normal",
     "OneHotStraightThrough",
     "SymlogMSE",
     "TanhNormal",

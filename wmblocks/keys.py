@@ -7,6 +7,9 @@ Replay batches are ``[B, T]`` TensorDicts with one entry per *step t*:
     REWARD        r_t, the reward received on arriving at o_t (0 when IS_FIRST)
     IS_FIRST      o_t starts an episode
     IS_TERMINAL   o_t is terminal (the episode ended, not truncated)
+    IS_LAST       o_t is the last observation of its episode (terminal or truncated)
+    DETER, STOCH  (V3-2024 replay context) the latent state the agent had at o_t when
+                  it acted, refreshed with the training posterior after each update
 
 The world model writes, per step t:
 
@@ -19,6 +22,7 @@ ACTION = "action"
 REWARD = "reward"
 IS_FIRST = "is_first"
 IS_TERMINAL = "is_terminal"
+IS_LAST = "is_last"
 
 EMBED = "embed"
 DETER = "deter"

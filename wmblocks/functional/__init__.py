@@ -27,10 +27,13 @@ from wmblocks.functional.normalize import percentile_ema, return_scale
 from wmblocks.functional.returns import cumulative_discount, lambda_return, lambda_return_v1
 from wmblocks.functional.symlog import symexp, symlog
 from wmblocks.functional.twohot import (
+    symexp_twohot_bins,
     twohot_bins,
     twohot_cross_entropy,
     twohot_decode,
     twohot_encode,
+    twohot_log_prob,
+    twohot_neighbours,
 )
 
 __all__ = [
@@ -56,11 +59,14 @@ __all__ = [
     "state_nce",
     "straight_through",
     "symexp",
+    "symexp_twohot_bins",
     "symlog",
     "twohot_bins",
     "twohot_cross_entropy",
     "twohot_decode",
     "twohot_encode",
+    "twohot_log_prob",
+    "twohot_neighbours",
     "unimix_logits",
     "unimix_probs",
 ]

@@ -7,15 +7,22 @@ A scalar y is written as weights on its two neighbouring bins b_k <= y <= b_{k+1
     w_{k+1} = |b_k     - y| / |b_{k+1} - b_k|
 
 so that sum_i w_i b_i = y. Networks predict logits over the bins; the loss is the
-cross-entropy between the two-hot target and softmax(logits). The official 2023 code
-places the 255 bins uniformly on [-20, 20] in *symlog* space and decodes a prediction as
-symexp(sum_i p_i b_i); these functions work in whatever space the bins are given in.
+cross-entropy between the two-hot target and softmax(logits). These functions work in
+whatever space the bins are given in. Two conventions exist:
+
+- the seed and the official 2024 code: bins B = symexp(linspace(-20, 20, 255))
+  (:func:`symexp_twohot_bins`), targets encoded and predictions decoded in *raw* space;
+- the official 2023 code: bins uniform on [-20, 20] in *symlog* space
+  (:func:`twohot_bins`), targets symlog-ed before encoding, predictions symexp-ed
+  after decoding.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from wmblocks.functional.symlog import symexp
 
 
 def twohot_bins(
@@ -42,6 +49,75 @@ def twohot_bins(
     return bins.to(dtype=dtype, device=device)
 
 
+def symexp_twohot_bins(
+    num: int = 255,
+    low: float = -20.0,
+    high: float = 20.0,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Bins ``[num]`` at symexp of a uniform grid on [low, high] (seed and DreamerV3-2024:
+    symexp(linspace(-20, 20, 255)), from -4.85e8 to 4.85e8).
+
+    Built as the 2024 code builds them for odd ``num`` and ``low == -high``: the negative
+    half symexp(linspace(low, 0, (num + 1) / 2)) (float32 grid) followed by its mirror,
+    so the middle bin is exactly 0 and the grid exactly antisymmetric. Other
+    configurations use symexp(linspace(low, high, num)) directly.
+    """
+    if num < 2:
+        raise ValueError(f"symexp_twohot_bins needs at least 2 bins, got num={num}")
+    if not low < high:
+        raise ValueError(f"symexp_twohot_bins needs low < high, got low={low}, high={high}")
+    if num % 2 == 1 and low == -high:
+        half = symexp(torch.linspace(low, 0.0, (num + 1) // 2, dtype=torch.float32))
+        bins = torch.cat([half, -half[:-1].flip(0)])
+    else:
+        bins = symexp(torch.linspace(low, high, num, dtype=torch.float32))
+    return bins.to(dtype=dtype, device=device)
+
+
+def twohot_neighbours(x: Tensor, bins: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The two bins around ``x`` and their two-hot weights.
+
+    Args:
+        x: ``[...]`` values in the bins' space (no gradient is taken through it).
+        bins: ``[K]`` strictly increasing.
+
+    Returns:
+        ``(below, above, w_below, w_above)``, each ``[...]``: indices k and k + 1 with
+        b_k <= x <= b_{k+1} and weights w_below = (b_{k+1} - x) / (b_{k+1} - b_k),
+        w_above = 1 - w_below. Values outside [b_0, b_{K-1}] put all weight on the
+        nearest end bin, as the reference.
+    """
+    num = bins.shape[0]
+    x = x.detach().clamp(bins[0], bins[-1])
+    below = torch.searchsorted(bins, x.contiguous(), right=True) - 1
+    below = below.clamp(0, num - 2)  # x == bins[-1] uses the last interval
+    above = below + 1
+    lo, hi = bins[below], bins[above]
+    w_above = ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+    return below, above, 1.0 - w_above, w_above
+
+
+def twohot_log_prob(log_probs: Tensor, x: Tensor, bins: Tensor) -> Tensor:
+    """``sum_i twohot(x)_i log_probs_i``, gathering only the two non-zero bins.
+
+    Args:
+        log_probs: ``[..., K]`` normalised log-probabilities over the bins.
+        x: ``[...]`` targets in the bins' space (a constant: no gradient).
+        bins: ``[K]``.
+
+    Returns:
+        ``[...]``, the negative of :func:`twohot_cross_entropy`, without building the
+        ``[..., K]`` target (DreamerV3 eq. 10).
+    """
+    below, above, w_below, w_above = twohot_neighbours(x, bins)
+    lp_below = log_probs.gather(-1, below.unsqueeze(-1)).squeeze(-1)
+    lp_above = log_probs.gather(-1, above.unsqueeze(-1)).squeeze(-1)
+    return w_below.to(log_probs.dtype) * lp_below + w_above.to(log_probs.dtype) * lp_above
+
+
 def twohot_encode(x: Tensor, bins: Tensor) -> Tensor:
     """Two-hot weights of ``x`` over ``bins``.
 
@@ -55,13 +131,7 @@ def twohot_encode(x: Tensor, bins: Tensor) -> Tensor:
         the range put all their weight on the nearest end bin (as the official code does).
     """
     num = bins.shape[0]
-    x = x.clamp(bins[0], bins[-1])
-    below = torch.searchsorted(bins, x.detach().contiguous(), right=True) - 1
-    below = below.clamp(0, num - 2)  # x == bins[-1] uses the last interval
-    above = below + 1
-    lo, hi = bins[below], bins[above]
-    w_above = ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
-    w_below = 1.0 - w_above
+    below, above, w_below, w_above = twohot_neighbours(x, bins)
     weights = torch.zeros(*x.shape, num, dtype=x.dtype, device=x.device)
     weights.scatter_(-1, below.unsqueeze(-1), w_below.unsqueeze(-1))
     weights.scatter_(-1, above.unsqueeze(-1), w_above.unsqueeze(-1))
@@ -104,5 +174,4 @@ def twohot_cross_entropy(logits: Tensor, target: Tensor, bins: Tensor) -> Tensor
     Returns:
         ``[...]`` loss per element (DreamerV3, 2023, eq. 10).
     """
-    weights = twohot_encode(target.detach(), bins)
-    return -(weights * logits.log_softmax(-1)).sum(-1)
+    return -twohot_log_prob(logits.log_softmax(-1), target, bins)

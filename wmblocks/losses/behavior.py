@@ -2,9 +2,10 @@
 
 Each ``behavior_loss_*`` takes an *observed* replay batch (``WorldModel.observe`` has
 written ``deter`` and ``stoch``), starts from all B*T posterior states, imagines H
-steps with the actor, predicts rewards, continues and values, computes lambda-returns
-and per-step weights, and returns a ``[N, H]`` TensorDict (N = B*T) holding
-``loss_actor`` and ``loss_critic`` (already weighted) plus ``return``, ``weight`` and,
+steps with the actor, reads the heads' distributions (rewards, continues, values),
+computes lambda-returns and per-step weights, and returns an ``[N]`` TensorDict
+(N = B*T) holding ``loss_actor`` and ``loss_critic`` (already weighted; the steps
+each version trains on differ, see each docstring) plus ``return``, ``weight`` and,
 for V2/V3, ``advantage`` (V3 also ``value``). Reduce with :func:`~wmblocks.losses.total_loss`.
 
 Imagined trajectory indices: states s_0 .. s_H (s_0 the replay posterior), actions
@@ -18,7 +19,7 @@ provide targets, and every target is detached.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -26,7 +27,7 @@ from tensordict import TensorDict, TensorDictBase
 from torch import Tensor, nn
 
 from wmblocks import keys
-from wmblocks.dists import TwoHotSymlog
+from wmblocks.dists import Bernoulli
 from wmblocks.functional.actor import (
     advantage,
     backprop_loss,
@@ -35,8 +36,6 @@ from wmblocks.functional.actor import (
     rho_mix,
 )
 from wmblocks.functional.returns import cumulative_discount, lambda_return
-from wmblocks.functional.symlog import symlog
-from wmblocks.functional.twohot import twohot_bins, twohot_encode
 from wmblocks.nn.normalize import ReturnNormalizer
 from wmblocks.nn.world_model import WorldModel
 
@@ -85,17 +84,98 @@ def imagine(
     return {"feat": traj["feat"], "action": traj["action"]}
 
 
+def continue_probs(cont: Bernoulli, is_terminal: Tensor) -> Tensor:
+    """V3-2024 imagined continue flags: the head's probability at every state s_0..s_H
+    (``cont`` over ``[N, H+1]``; ``is_terminal`` unused). ``[N, H+1]``."""
+    return cont.mean
+
+
+def continue_modes(cont: Bernoulli, is_terminal: Tensor) -> Tensor:
+    """V3-2023 imagined continue flags: c_0 = 1 - is_terminal of the replayed start state
+    (``is_terminal`` ``[N]``), c_1..c_H the Bernoulli mode 1[p > 0.5]. ``[N, H+1]``."""
+    first = 1.0 - is_terminal.to(cont.logits.dtype).unsqueeze(1)
+    return torch.cat([first, cont.mode[:, 1:]], 1)
+
+
 def imagination_weights_v3(cont: Tensor, gamma: float) -> Tensor:
-    """DreamerV3's per-step weights ``w_t = prod_{i<=t} (gamma c_i) / gamma``, ``[N, H]``
-    from continue probabilities ``cont`` ``[N, H+1]`` of s_0..s_H (c_0 included, so a
-    terminal start state has weight 0). No gradient."""
-    horizon = cont.shape[1] - 1
-    return (gamma * cont[:, :horizon].detach()).cumprod(1) / gamma
+    """DreamerV3's per-state weights ``w_t = prod_{i<=t} (gamma c_i) / gamma``, ``[N, H+1]``
+    from continue flags ``cont`` ``[N, H+1]`` of s_0..s_H. c_0 is included, so w_0 = c_0
+    (not 1) and a terminal start state has weight 0; the losses of s_0..s_{H-1} use
+    w[:, :H]. With gamma = 1 (2024) this is cumprod(c). No gradient."""
+    return (gamma * cont.detach()).cumprod(1) / gamma
 
 
-def _out(**tensors: Tensor) -> TensorDict:
-    n, h = tensors["loss_actor"].shape
-    return TensorDict(tensors, [n, h])
+def _pad_last(x: Tensor) -> Tensor:
+    """``[N, H]`` -> ``[N, H+1]`` with a copy of the last step: lets one critic
+    distribution over s_0..s_H score targets of s_0..s_{H-1} (the extra step is sliced
+    off after ``log_prob``, as the reference pads its targets)."""
+    return torch.cat([x, x[:, -1:]], 1)
+
+
+def imagination_loss_v3(
+    *,
+    action: Tensor,
+    reward: Tensor,
+    cont: Tensor,
+    value: Tensor,
+    policy,
+    critic,
+    slow_value: Tensor,
+    normalizer: ReturnNormalizer,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    eta: float = 3e-4,
+    slowreg: float = 1.0,
+    backprop: bool = False,
+) -> TensorDict:
+    """DreamerV3's actor and critic losses on an imagined trajectory (Hafner et al. 2023,
+    eq. 7-12; the official ``imag_loss``), ``[N]`` TensorDict of ``[N, H]`` terms.
+
+    Inputs over the H+1 states s_0..s_H (s_0 the replay posterior): ``action`` a_t ~
+    pi(s_t); ``reward`` r_t and ``cont`` c_t predicted *at* s_t (r_t is the reward of
+    arriving there; 2024: c_t the continue probability, which already holds the
+    1 - 1/333 discount, gamma 1; 2023: flags, gamma 0.997); ``value`` v_t the critic's
+    mean (a constant for REINFORCE; with its graph through the dynamics for backprop);
+    ``policy`` pi(. | s_t) and ``critic`` (the trained critic's distribution), both over
+    ``[N, H+1]``; ``slow_value`` the slow critic's mean.
+
+        R_t = r_{t+1} + gamma c_{t+1} ((1 - lambda) v_{t+1} + lambda R_{t+1}),  R_H = v_H
+        w_t = prod_{i<=t} gamma c_i / gamma           (:func:`imagination_weights_v3`)
+        S   = normalizer.update(R)                    (max(1, EMA of P95 - P05))
+        A_t = (R_t - v_t) / S                         (the offset is never subtracted)
+        actor:  -w_t (log pi(a_t | s_t) sg(A_t) + eta H[pi(. | s_t)])   REINFORCE
+                -w_t (A_t + eta H)                                      backprop (2023 Box)
+        critic: -w_t (log p_v(sg(R_t) | s_t) + slowreg log p_v(sg(v_slow(s_t)) | s_t))
+
+    for t = 0..H-1. Writes ``loss_actor``, ``loss_critic``, ``return``, ``advantage``,
+    ``value`` ``[N, H]`` and ``weight`` ``[N, H+1]``. Checked against the official
+    code's values in ``tests/golden``.
+    """
+    horizon = reward.shape[1] - 1
+    ret = lambda_return(reward[:, 1:], value[:, 1:], gamma * cont[:, 1:], lam)
+    weight = imagination_weights_v3(cont, gamma)
+    scale = normalizer.update(ret)
+    if backprop:
+        adv = (ret - value[:, :horizon]) / scale
+        actor_loss = backprop_loss(adv)
+    else:
+        adv = advantage(ret, value[:, :horizon], scale)
+        actor_loss = reinforce_loss(policy.log_prob(action)[:, :horizon], adv)
+    actor_loss = actor_loss + entropy_loss(policy.entropy()[:, :horizon], eta)
+    ret_target, slow_target = _pad_last(ret.detach()), slow_value.detach()
+    critic_loss = -critic.log_prob(ret_target) - slowreg * critic.log_prob(slow_target)
+    w = weight[:, :horizon]
+    return TensorDict(
+        {
+            "loss_actor": w * actor_loss,
+            "loss_critic": w * critic_loss[:, :horizon],
+            "return": ret.detach(),
+            "advantage": adv.detach(),
+            "value": value[:, :horizon].detach(),
+            "weight": weight,
+        },
+        [ret.shape[0]],
+    )
 
 
 def behavior_loss_v1(
@@ -109,36 +189,55 @@ def behavior_loss_v1(
     lam: float = 0.95,
     eta: float = 0.0,
 ) -> TensorDict:
-    """DreamerV1 (Hafner et al. 2020, eq. 6-8): dynamics backprop on V_lambda.
+    """DreamerV1 (Hafner et al. 2020, eq. 6-8; the official ``_train``): dynamics
+    backprop on V_lambda, ``[N]`` TensorDict of ``[N, H-1]`` terms.
 
-    With r_t = r(s_t) and v_t = v(s_t) (the paper's alignment, rewards predicted at the
-    state they arrive with): R_t = r_t + gamma ((1 - lambda) v_{t+1} + lambda R_{t+1}),
-    R_H = v_H, equal to the V1 explicit sum. ``loss_actor`` = -gamma^t R_t (gradient
-    through the frozen dynamics and critic into the actor); ``loss_critic`` =
-    gamma^t (v(s_t) - sg(R_t))^2 / 2.
+    As the reference, the losses live on the imagined states s_1..s_{H-1} (the replayed
+    start s_0 is not a loss step; s_H only bootstraps). With r_t = r(s_t) (the reward
+    predicted at the state it arrives with) and v_t = v(s_t):
+    R_t = r_t + gamma ((1 - lambda) v_{t+1} + lambda R_{t+1}), R_H = v_H, for
+    t = 1..H-1 (equal to V1's explicit sum, eq. 6), weights 1, gamma, .., gamma^{H-2}.
+    ``loss_actor`` = -w R_t (gradient through the frozen dynamics and critic into the
+    actor); ``loss_critic`` = -w log N(sg(R_t); v(s_t), 1).
 
     ``eta`` > 0 adds -eta H[pi(. | s_t)] to the actor loss (V1 has none, eta 0; V2 adds
     it to its backprop actor). For a tanh-squashed policy the entropy includes the
     squashing's log-determinant, so it also penalises saturated actions.
     """
     traj = imagine(wm, actor, td, horizon, backprop=True)
-    feat = traj["feat"]
+    feat = traj["feat"][:, 1:]  # s_1..s_H
     with frozen(wm, critic):
-        reward = wm.reward_head(feat).squeeze(-1)  # [N, H+1]
+        reward = wm.reward_head(feat).mean  # [N, H]
         value = critic(feat).mean
-    disc = torch.full_like(reward[:, :horizon], gamma)
-    ret = lambda_return(reward[:, :horizon], value[:, 1:], disc, lam)
+    disc = torch.full_like(reward[:, 1:], gamma)  # [N, H-1]
+    ret = lambda_return(reward[:, :-1], value[:, 1:], disc, lam)  # R_1..R_{H-1}
     weight = cumulative_discount(disc)
     actor_loss = backprop_loss(ret)
     if eta:
-        entropy = actor(feat[:, :horizon].detach()).entropy()
+        entropy = actor(feat[:, :-1].detach()).entropy()
         actor_loss = actor_loss + entropy_loss(entropy, eta)
-    value_pred = critic(feat.detach()).mean[:, :horizon]
-    return _out(
-        loss_actor=weight * actor_loss,
-        loss_critic=weight * 0.5 * (value_pred - ret.detach()).square(),
-        **{"return": ret.detach(), "weight": weight},
+    critic_loss = -critic(feat[:, :-1].detach()).log_prob(ret.detach())
+    return TensorDict(
+        {
+            "loss_actor": weight * actor_loss,
+            "loss_critic": weight * critic_loss,
+            "return": ret.detach(),
+            "weight": weight,
+        },
+        [ret.shape[0]],
     )
+
+
+def discount_v2(wm: WorldModel, feat: Tensor, td: TensorDictBase, gamma: float) -> Tensor:
+    """DreamerV2's imagined discounts d_t ``[N, H+1]`` at s_0..s_H: the discount head's
+    mean (it is trained on gamma (1 - is_terminal)), with d_0 = gamma (1 - is_terminal)
+    of the replayed start state (reference: "override discount prediction for the first
+    step"); a constant gamma when the world model has no discount head (the
+    reference's DMC setting ``pred_discount: False``)."""
+    if wm.cont_head is None:
+        return torch.full(feat.shape[:-1], gamma, dtype=feat.dtype, device=feat.device)
+    first = gamma * (1.0 - td[keys.IS_TERMINAL].flatten().to(feat.dtype))
+    return torch.cat([first.unsqueeze(1), wm.cont_head(feat).mean[:, 1:]], 1)
 
 
 def behavior_loss_v2(
@@ -154,35 +253,46 @@ def behavior_loss_v2(
     gamma: float = 0.99,
     lam: float = 0.95,
 ) -> TensorDict:
-    """DreamerV2 (Hafner et al. 2021, eq. 4-6).
+    """DreamerV2 (Hafner et al. 2021, eq. 4-6; the official ``ActorCritic``), ``[N]``
+    TensorDict: critic terms ``[N, H]``, actor terms ``[N, H-1]``.
 
-    gamma_t = gamma c(s_t) from the discount head; R_t = r(s_t) + gamma_t ((1 - lambda)
-    v'(s_{t+1}) + lambda R_{t+1}), R_H = v'(s_H), v' the target critic. Actor:
-    rho * (-log pi(a_t | s_t) sg(R_t - v'(s_t))) + (1 - rho) * (-R_t) - eta H[pi],
-    rho = 1 for discrete actions (REINFORCE), 0 for continuous (dynamics backprop).
-    Critic: (v(s_t) - sg(R_t))^2 / 2. Weights w_t = prod_{i<t} gamma_i.
+    With r_t = r(s_t) (reward predicted at s_t, the reward of arriving there), discounts
+    d_t (:func:`discount_v2`) and the target critic v': R_t = r_t + d_t ((1 - lambda)
+    v'(s_{t+1}) + lambda R_{t+1}), R_H = v'(s_H), for t = 0..H-1; weights
+    w_t = prod_{i<t} d_i. Critic on s_0..s_{H-1}: -w_t log p_v(sg(R_t) | s_t).
+    Actor on s_0..s_{H-2}, as the reference aligns it: action a_t earns r(s_{t+1}), so
+    its return is R_{t+1} and its advantage R_{t+1} - v'(s_t);
+    rho * (-log pi(a_t | s_t) sg(R_{t+1} - v'(s_t))) + (1 - rho) * (-R_{t+1})
+    - eta H[pi(. | s_t)], weighted by w_t; rho = 1 for discrete actions (REINFORCE),
+    0 for continuous (dynamics backprop). In the seed's notation (A_t on the reward
+    r_t of the step) this is the same objective: its r_t is our r(s_{t+1}).
     """
     backprop = rho < 1.0
     traj = imagine(wm, actor, td, horizon, backprop=backprop)
     feat = traj["feat"]
     with frozen(wm, target_critic), torch.set_grad_enabled(backprop):
-        reward = wm.reward_head(feat).squeeze(-1)
-        disc = gamma * torch.sigmoid(wm.cont_head(feat).squeeze(-1))
+        reward = wm.reward_head(feat).mean  # [N, H+1]
+        disc = discount_v2(wm, feat, td, gamma)
         value = target_critic(feat).mean
     ret = lambda_return(reward[:, :horizon], value[:, 1:], disc[:, :horizon], lam)
-    weight = cumulative_discount(disc[:, :horizon])
-    dist = actor(feat.detach())
-    adv = advantage(ret, value[:, :horizon])
-    log_prob = dist.log_prob(traj["action"].detach())[:, :horizon]
+    weight = cumulative_discount(disc[:, :horizon])  # [N, H]
+    steps = horizon - 1  # actions a_0..a_{H-2}
+    dist = actor(feat[:, :steps].detach())
+    adv = advantage(ret[:, 1:], value[:, :steps])
+    log_prob = dist.log_prob(traj["action"][:, :steps].detach())
     reinforce = reinforce_loss(log_prob, adv)
-    dynamics = backprop_loss(ret) if backprop else torch.zeros_like(ret)
-    entropy = dist.entropy()[:, :horizon]
-    actor_loss = rho_mix(reinforce, dynamics, rho) + entropy_loss(entropy, eta)
-    value_pred = critic(feat.detach()).mean[:, :horizon]
-    return _out(
-        loss_actor=weight * actor_loss,
-        loss_critic=weight * 0.5 * (value_pred - ret.detach()).square(),
-        **{"return": ret.detach(), "weight": weight, "advantage": adv},
+    dynamics = backprop_loss(ret[:, 1:]) if backprop else torch.zeros_like(adv)
+    actor_loss = rho_mix(reinforce, dynamics, rho) + entropy_loss(dist.entropy(), eta)
+    critic_loss = -critic(feat[:, :horizon].detach()).log_prob(ret.detach())
+    return TensorDict(
+        {
+            "loss_actor": weight[:, :steps] * actor_loss,
+            "loss_critic": weight * critic_loss,
+            "return": ret.detach(),
+            "weight": weight,
+            "advantage": adv,
+        },
+        [ret.shape[0]],
     )
 
 
@@ -199,78 +309,87 @@ def behavior_loss_v3(
     lam: float = 0.95,
     eta: float = 3e-4,
     slowreg: float = 1.0,
+    backprop: bool = False,
+    continue_flags: Callable[[Bernoulli, Tensor], Tensor] = continue_probs,
 ) -> TensorDict:
-    """DreamerV3 (Hafner et al. 2023, eq. 7-12), REINFORCE for every action space.
+    """DreamerV3: imagine ``horizon`` steps from every posterior state of the observed
+    batch ``td``, read the heads' distributions on s_0..s_H and apply
+    :func:`imagination_loss_v3`.
 
-    r_t, c_t: reward (TwoHotSymlog mean) and continue probability at s_t; v_t the
-    critic's mean. R_t = r_{t+1} + gamma c_{t+1} ((1 - lambda) v_{t+1} + lambda
-    R_{t+1}), R_H = v_H. ``gamma`` is 1 for the 2024 revision, whose continue head
-    already predicts the discount (target (1 - terminal)(1 - 1/333)), and 0.997 for 2023.
-    Advantage (R_t - v_t) / max(1, S) with S the percentile range (``normalizer`` is
-    updated here, once per call). Actor: -w_t (log pi(a_t | s_t) sg(A_t) + eta H).
-    Critic: w_t (-log p_v(sg(R_t) | s_t) - slowreg log p_v(sg(v_slow(s_t)) | s_t)),
-    the slow critic's mean as a second twohot target (``critic`` must be a
-    :class:`~wmblocks.nn.critics.TwoHotCritic`). Weights :func:`imagination_weights_v3`.
+    ``backprop`` False (2024, and 2023 discrete): REINFORCE, the rollout builds no graph.
+    True (2023 continuous, reference ``actor_grad_cont: backprop``): the rollout keeps
+    its graph through the frozen world model and critic, the actor maximises the
+    normalised advantage directly. ``continue_flags``: :func:`continue_probs` (2024) or
+    :func:`continue_modes` (2023). Works with any critic returning a distribution (a
+    twohot or an MSE critic).
     """
-    traj = imagine(wm, actor, td, horizon, backprop=False)
-    feat = traj["feat"]  # [N, H+1, F], no graph
-    critic_logits = critic.mlp(feat)  # one call serves targets and loss
+    traj = imagine(wm, actor, td, horizon, backprop=backprop)
+    feat = traj["feat"]  # [N, H+1, F]
+    is_terminal = td[keys.IS_TERMINAL].flatten()
+    with frozen(wm, critic), torch.set_grad_enabled(backprop):
+        reward = wm.reward_head(feat).mean  # [N, H+1]
+        cont = continue_flags(wm.cont_head(feat), is_terminal)
+        value = critic(feat).mean if backprop else None
     with torch.no_grad():
-        reward = TwoHotSymlog(wm.reward_head(feat)).mean  # [N, H+1]
-        cont = torch.sigmoid(wm.cont_head(feat).squeeze(-1))
-        value = TwoHotSymlog(critic_logits.detach()).mean
-        slow = slow_critic(feat).mean[:, :horizon]
-        ret = lambda_return(reward[:, 1:], value[:, 1:], gamma * cont[:, 1:], lam)
-        weight = imagination_weights_v3(cont, gamma)
-        adv = advantage(ret, value[:, :horizon], normalizer.update(ret))
-    dist = actor(feat)
-    log_prob = dist.log_prob(traj["action"])[:, :horizon]
-    actor_loss = reinforce_loss(log_prob, adv) + entropy_loss(dist.entropy()[:, :horizon], eta)
-    # Both twohot targets against one log-softmax: CE is linear in the target weights.
-    bins = twohot_bins(critic_logits.shape[-1], dtype=feat.dtype, device=feat.device)
-    target = twohot_encode(symlog(ret), bins) + slowreg * twohot_encode(symlog(slow), bins)
-    critic_loss = -(target * critic_logits[:, :horizon].log_softmax(-1)).sum(-1)
-    return _out(
-        loss_actor=weight * actor_loss,
-        loss_critic=weight * critic_loss,
-        **{"return": ret, "weight": weight, "advantage": adv, "value": value[:, :horizon]},
+        slow = slow_critic(feat).mean
+    critic_dist = critic(feat.detach())  # one call serves REINFORCE's values and the loss
+    if value is None:
+        value = critic_dist.mean.detach()
+    return imagination_loss_v3(
+        action=traj["action"].detach(),
+        reward=reward,
+        cont=cont,
+        value=value,
+        policy=actor(feat.detach()),
+        critic=critic_dist,
+        slow_value=slow,
+        normalizer=normalizer,
+        gamma=gamma,
+        lam=lam,
+        eta=eta,
+        slowreg=slowreg,
+        backprop=backprop,
     )
 
 
 def replay_value_loss_v3(
-    critic: nn.Module,
-    slow_critic: nn.Module,
-    td: TensorDictBase,
-    imagined_return: Tensor,
     *,
+    critic,
+    slow_value: Tensor,
+    reward: Tensor,
+    is_last: Tensor,
+    is_terminal: Tensor,
+    boot: Tensor,
     gamma: float = 1 - 1 / 333,
     lam: float = 0.95,
     slowreg: float = 1.0,
 ) -> TensorDict:
-    """DreamerV3-2024's replay value loss (scale 0.3 in the reference), ``[B, T-1]``.
+    """DreamerV3-2024's replay value loss (the official ``repl_loss``; scale 0.3 in the
+    agent), ``[B]`` TensorDict of ``[B, T-1]`` terms.
 
-    Along each replay sequence: R_t = r_{t+1} + gamma (1 - term_{t+1}) ((1 - l_t) b_{t+1}
-    + l_t R_{t+1}), R_{T-1} = b_{T-1}, with b_t = ``imagined_return`` ``[B, T]`` (R_0 of
-    the imagination started at replay step t) and l_t = lambda, cut to 0 when step t+1
-    is the last of its episode. Steps t whose successor starts a new episode get weight
-    0. Loss: -log p_v(sg(R_t) | s_t) - slowreg log p_v(sg(v_slow(s_t)) | s_t), written
-    as ``loss_repval``.
+    Inputs ``[B, T]`` along each replayed chunk: ``critic`` the critic's distribution at
+    the replay posteriors (the recipe keeps their graph into the world model, reference
+    ``repval_grad``), ``slow_value`` the slow critic's mean, ``reward`` r_t, ``is_last``,
+    ``is_terminal``, ``boot`` b_t = R_0 of the imagination started at step t.
+
+        R_t = r_{t+1} + gamma (1 - term_{t+1}) ((1 - l_t) b_{t+1} + l_t R_{t+1}),
+        l_t = lambda (1 - last_{t+1}),   R_{T-1} = b_{T-1}
+        loss_t = (1 - last_t) (-log p_v(sg(R_t) | s_t) - slowreg log p_v(sg(v_slow) | s_t))
+
+    for t = 0..T-2 (a step that ends its episode has no successor in the chunk: weight
+    0). Writes ``loss_repval`` and ``return``. Checked against the official values in
+    ``tests/golden``.
     """
-    feat = torch.cat([td[keys.STOCH], td[keys.DETER]], -1).detach()[:, :-1]
-    first = td[keys.IS_FIRST].to(feat.dtype)
-    term = td[keys.IS_TERMINAL].to(feat.dtype)
-    boot = imagined_return.detach()
-    last = torch.cat([first[:, 1:], torch.ones_like(first[:, :1])], 1)  # step t ends its episode
-    same_episode = 1.0 - first[:, 1:]  # t and t+1 belong together
+    dtype = boot.dtype
+    live = gamma * (1.0 - is_terminal[:, 1:].to(dtype))
+    not_last = 1.0 - is_last.to(dtype)
+    boot = boot.detach()
     ret = lambda_return(
-        td[keys.REWARD].to(feat.dtype)[:, 1:],
-        boot[:, 1:],
-        gamma * (1.0 - term[:, 1:]) * same_episode,
-        lam * (1.0 - last[:, 1:]),
-        bootstrap=boot[:, -1],
+        reward[:, 1:].to(dtype), boot[:, 1:], live, lam * not_last[:, 1:], bootstrap=boot[:, -1]
     )
-    value_dist = critic(feat)
-    with torch.no_grad():
-        slow = slow_critic(feat).mean
-    loss = -value_dist.log_prob(ret.detach()) - slowreg * value_dist.log_prob(slow)
-    return TensorDict({"loss_repval": same_episode * loss, "return": ret}, list(loss.shape))
+    loss = -critic.log_prob(_pad_last(ret)) - slowreg * critic.log_prob(slow_value.detach())
+    steps = ret.shape[1]
+    return TensorDict(
+        {"loss_repval": not_last[:, :steps] * loss[:, :steps], "return": ret},
+        [ret.shape[0]],
+    )

@@ -7,43 +7,32 @@ per-(B, T) loss terms ``loss_<name>`` (to be minimised, before scaling) into it;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
 from wmblocks import keys
-from wmblocks.dists import MSE, Bernoulli, SymlogMSE, TwoHotSymlog, UnitNormal
 from wmblocks.functional.contrastive import state_nce
 from wmblocks.functional.kl import free_bits, free_nats, kl_balance, kl_dyn_rep
-from wmblocks.nn.encoders import image_target
-from wmblocks.nn.world_model import WorldModel
+from wmblocks.nn.world_model import Start, WorldModel
 
 # Loss scales, named as the terms (``loss_<name>``).
 V1_SCALES = {"obs": 1.0, "reward": 1.0, "kl": 1.0}  # beta = 1
 V1_NCE_SCALES = {"state": 1.0, "reward": 1.0, "kl": 1.0}
 V2_SCALES = {"obs": 1.0, "reward": 1.0, "discount": 1.0, "kl": 1.0}  # Atari: kl 0.1, discount 5
+V2_SCALES_NO_DISCOUNT = {"obs": 1.0, "reward": 1.0, "kl": 1.0}  # pred_discount False (DMC)
 V3_2023_SCALES = {"obs": 1.0, "reward": 1.0, "cont": 1.0, "dyn": 0.5, "rep": 0.1}
 V3_2024_SCALES = {"obs": 1.0, "reward": 1.0, "cont": 1.0, "dyn": 1.0, "rep": 0.1}
 
 
-def observation_nll(
-    wm: WorldModel,
-    td: TensorDictBase,
-    feat: Tensor,
-    vector: Callable[[Tensor, int], object],
-    image: Callable[[Tensor, int], object],
-) -> Tensor:
-    """``-sum_keys log p(o_t^key | s_t)``, ``[B, T]``, with ``vector(pred, 1)`` and
-    ``image(pred, 3)`` making the distribution of each key (images are compared in the
-    x / 255 - 0.5 space)."""
+def observation_nll(wm: WorldModel, td: TensorDictBase, feat: Tensor) -> Tensor:
+    """``-sum_keys log p(o_t^key | s_t)``, ``[B, T]``: each key's decoder returns its
+    distribution and says what space it predicts in (``decoder.target``)."""
     total = torch.zeros(feat.shape[:-1], dtype=feat.dtype, device=feat.device)
-    for key, pred in wm.decoder(feat).items():
-        if wm.decoder.is_image(key):
-            total = total - image(pred, 3).log_prob(image_target(td[key]).to(pred.dtype))
-        else:
-            total = total - vector(pred, 1).log_prob(td[key].to(pred.dtype))
+    for key, dist in wm.decoder(feat).items():
+        total = total - dist.log_prob(wm.decoder.target(key, td[key]).to(feat.dtype))
     return total
 
 
@@ -55,21 +44,27 @@ CONT_TARGET_2024 = 1.0 - 1.0 / 333  # V3-2024: the continue head predicts the di
 
 
 def world_model_loss_v3(
-    wm: WorldModel, td: TensorDictBase, *, free: float = 1.0, cont_target: float = 1.0
+    wm: WorldModel,
+    td: TensorDictBase,
+    *,
+    start: Start | None = None,
+    free: float = 1.0,
+    cont_target: float = 1.0,
 ):
     """DreamerV3 (Hafner et al. 2023, eq. 3-5): writes ``loss_obs`` (symlog MSE for
-    vectors, MSE for images), ``loss_reward`` (TwoHotSymlog), ``loss_cont`` (Bernoulli on
-    ``cont_target`` * (1 - is_terminal): 1 in the 2023 revision, :data:`CONT_TARGET_2024`
-    = 1 - 1/333 in the 2024 one, whose imagination then uses gamma = 1) and
-    ``loss_dyn`` = max(free, KL(sg(q) || p)),
+    vectors, MSE for images), ``loss_reward`` (the reward head's twohot), ``loss_cont``
+    (Bernoulli on ``cont_target`` * (1 - is_terminal): 1 in the 2023 revision,
+    :data:`CONT_TARGET_2024` = 1 - 1/333 in the 2024 one, whose imagination then uses
+    gamma = 1) and ``loss_dyn`` = max(free, KL(sg(q) || p)),
     ``loss_rep`` = max(free, KL(q || sg(p))), the KLs summed over groups first.
-    Scales: :data:`V3_2023_SCALES` or :data:`V3_2024_SCALES`."""
-    td = wm.observe(td)
+    ``start``: the stored state a chunk starts from (2024 replay context).
+    Scales: :data:`V3_2023_SCALES` or :data:`V3_2024_SCALES`. L(phi) of the paper is
+    :func:`total_loss` of these terms with those scales."""
+    td = wm.observe(td, start)
     feat = wm.features(td)
-    td.set(keys.loss_key("obs"), observation_nll(wm, td, feat, SymlogMSE, MSE))
-    reward = td[keys.REWARD].to(feat.dtype)
-    td.set(keys.loss_key("reward"), -TwoHotSymlog(wm.reward_head(feat)).log_prob(reward))
-    cont = Bernoulli(wm.cont_head(feat).squeeze(-1))
+    td.set(keys.loss_key("obs"), observation_nll(wm, td, feat))
+    td.set(keys.loss_key("reward"), -wm.reward_head(feat).log_prob(td[keys.REWARD]))
+    cont = wm.cont_head(feat)
     td.set(keys.loss_key("cont"), -cont.log_prob(cont_target * _continues(td, feat)))
     dyn, rep = kl_dyn_rep(td[keys.POST], td[keys.PRIOR], kl=wm.rssm.post_head.kl)
     td.set(keys.loss_key("dyn"), free_bits(dyn, free))
@@ -78,27 +73,35 @@ def world_model_loss_v3(
 
 
 def world_model_loss_v2(
-    wm: WorldModel, td: TensorDictBase, *, alpha: float = 0.8, free: float = 0.0
+    wm: WorldModel,
+    td: TensorDictBase,
+    *,
+    alpha: float = 0.8,
+    free: float = 0.0,
+    gamma: float = 0.99,
 ):
-    """DreamerV2 (Hafner et al. 2021, eq. 2 and Alg. 2): unit-variance Gaussian
-    ``loss_obs`` and ``loss_reward``, ``loss_discount`` (Bernoulli on 1 - is_terminal),
-    and ``loss_kl`` = alpha max(mean dyn, free) + (1 - alpha) max(mean rep, free) as the
-    V2 code (free 0 on Atari, 1 on DMC). Scales: :data:`V2_SCALES`."""
+    """DreamerV2 (Hafner et al. 2021, eq. 2 and Alg. 2): ``loss_obs`` and
+    ``loss_reward`` from the decoder's and reward head's distributions (squared error
+    for vectors and rewards, unit Gaussian for images, as the reference's ``mse`` and
+    Normal(mean, 1)), ``loss_discount`` (Bernoulli on gamma (1 - is_terminal), the
+    reference's discount target; only when the world model has a discount head), and
+    ``loss_kl`` = alpha max(mean dyn, free) + (1 - alpha) max(mean rep, free) as the V2
+    code (free 0 on Atari, 1 on DMC). Scales: :data:`V2_SCALES` (without ``discount``
+    when there is no head)."""
     td = wm.observe(td)
     feat = wm.features(td)
-    td.set(keys.loss_key("obs"), observation_nll(wm, td, feat, UnitNormal, UnitNormal))
-    reward = UnitNormal(wm.reward_head(feat).squeeze(-1), event_dims=0)
-    td.set(keys.loss_key("reward"), -reward.log_prob(td[keys.REWARD].to(feat.dtype)))
-    disc = Bernoulli(wm.cont_head(feat).squeeze(-1))
-    td.set(keys.loss_key("discount"), -disc.log_prob(_continues(td, feat)))
+    td.set(keys.loss_key("obs"), observation_nll(wm, td, feat))
+    td.set(keys.loss_key("reward"), -wm.reward_head(feat).log_prob(td[keys.REWARD]))
+    if wm.cont_head is not None:
+        disc = wm.cont_head(feat)
+        td.set(keys.loss_key("discount"), -disc.log_prob(gamma * _continues(td, feat)))
     dyn, rep = kl_dyn_rep(td[keys.POST], td[keys.PRIOR], kl=wm.rssm.post_head.kl)
     td.set(keys.loss_key("kl"), kl_balance(free_nats(dyn, free), free_nats(rep, free), alpha))
     return td
 
 
 def _v1_reward_kl(wm: WorldModel, td: TensorDictBase, feat: Tensor, free: float) -> None:
-    reward = UnitNormal(wm.reward_head(feat).squeeze(-1), event_dims=0)
-    td.set(keys.loss_key("reward"), -reward.log_prob(td[keys.REWARD].to(feat.dtype)))
+    td.set(keys.loss_key("reward"), -wm.reward_head(feat).log_prob(td[keys.REWARD]))
     kl = wm.rssm.post_head.kl(td[keys.POST], td[keys.PRIOR])
     td.set(keys.loss_key("kl"), free_nats(kl, free))
 
@@ -107,10 +110,10 @@ def world_model_loss_v1(wm: WorldModel, td: TensorDictBase, *, free: float = 3.0
     """DreamerV1 (Hafner et al. 2020, eq. 10): ``loss_obs`` = -ln p(o_t | s_t),
     ``loss_reward`` = -ln p(r_t | s_t) (unit-variance Gaussians), ``loss_kl`` =
     KL(q || p) with free nats on the batch mean (free 3). Scales: :data:`V1_SCALES`
-    (kl is beta)."""
+    (kl is beta); the sum is -J_REC of the paper's eq. 10."""
     td = wm.observe(td)
     feat = wm.features(td)
-    td.set(keys.loss_key("obs"), observation_nll(wm, td, feat, UnitNormal, UnitNormal))
+    td.set(keys.loss_key("obs"), observation_nll(wm, td, feat))
     _v1_reward_kl(wm, td, feat, free)
     return td
 

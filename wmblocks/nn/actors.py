@@ -19,12 +19,15 @@ from wmblocks.nn.layers import MLP
 
 
 class DiscreteActor(nn.Module):
-    """One-hot categorical policy (V2: unimix 0; V3: unimix 0.01, output scale 0.01)."""
+    """One-hot categorical policy: MLP -> logits ``[..., A]`` ->
+    :class:`~wmblocks.dists.OneHotStraightThrough` (V2: unimix 0; V3-2023 ``onehot``:
+    unimix 0.01; V3-2024 ``categorical``: unimix 0, output scale 0.01)."""
 
     def __init__(
         self,
         feat_dim: int,
         actions: int,
+        *,
         units: int,
         layers: int,
         norm: str = "rms",
@@ -33,7 +36,9 @@ class DiscreteActor(nn.Module):
         out_scale: float = 0.01,
     ):
         super().__init__()
-        self.mlp = MLP(feat_dim, actions, units, layers, norm, act, out_scale)
+        self.mlp = MLP(
+            feat_dim, actions, units=units, layers=layers, norm=norm, act=act, out_scale=out_scale
+        )
         self.unimix = unimix
 
     def forward(self, feat: Tensor) -> OneHotStraightThrough:
@@ -47,6 +52,7 @@ class BoundedNormalActor(nn.Module):
         self,
         feat_dim: int,
         actions: int,
+        *,
         units: int,
         layers: int,
         norm: str = "rms",
@@ -56,7 +62,15 @@ class BoundedNormalActor(nn.Module):
         out_scale: float = 0.01,
     ):
         super().__init__()
-        self.mlp = MLP(feat_dim, 2 * actions, units, layers, norm, act, out_scale)
+        self.mlp = MLP(
+            feat_dim,
+            2 * actions,
+            units=units,
+            layers=layers,
+            norm=norm,
+            act=act,
+            out_scale=out_scale,
+        )
         self.minstd, self.maxstd = minstd, maxstd
 
     def forward(self, feat: Tensor) -> BoundedNormal:
@@ -73,6 +87,7 @@ class TanhNormalActor(nn.Module):
         self,
         feat_dim: int,
         actions: int,
+        *,
         units: int = 400,
         layers: int = 4,
         norm: str = "none",
@@ -82,7 +97,7 @@ class TanhNormalActor(nn.Module):
         mean_scale: float = 5.0,
     ):
         super().__init__()
-        self.mlp = MLP(feat_dim, 2 * actions, units, layers, norm, act)
+        self.mlp = MLP(feat_dim, 2 * actions, units=units, layers=layers, norm=norm, act=act)
         self.raw_init_std = math.log(math.expm1(init_std))
         self.min_std, self.mean_scale = min_std, mean_scale
 
@@ -100,6 +115,7 @@ class TruncNormalActor(nn.Module):
         self,
         feat_dim: int,
         actions: int,
+        *,
         units: int = 400,
         layers: int = 4,
         norm: str = "none",
@@ -108,7 +124,7 @@ class TruncNormalActor(nn.Module):
         min_std: float = 0.1,
     ):
         super().__init__()
-        self.mlp = MLP(feat_dim, 2 * actions, units, layers, norm, act)
+        self.mlp = MLP(feat_dim, 2 * actions, units=units, layers=layers, norm=norm, act=act)
         self.init_std, self.min_std = init_std, min_std
 
     def forward(self, feat: Tensor) -> TruncatedNormal:

@@ -25,6 +25,13 @@ class _Core(nn.Module):
         return self.step(deter, stoch, self.prepare_action(action))
 
 
+def clip_action(action: Tensor) -> Tensor:
+    """``a / sg(max(1, |a|))`` elementwise, any shape: the V3 cores' action input (2024
+    inside the core, 2023 in ``img_step``), so unclipped policy samples in imagination
+    stay in [-1, 1]."""
+    return action / action.abs().clamp(min=1.0).detach()
+
+
 def _gru_gates(parts: Tensor, deter: Tensor) -> Tensor:
     """The V2/V3 GRU update from [reset, cand, update] pre-activations ``[..., 3, D]``
     (``deter`` ``[..., D]``):
@@ -42,7 +49,7 @@ class GRUCore(_Core):
     Args: deter (D, 200 in V1), stoch (Z), action (A), hidden (200 in V1), act (elu).
     """
 
-    def __init__(self, deter: int, stoch: int, action: int, hidden: int, act: str = "elu"):
+    def __init__(self, deter: int, stoch: int, action: int, *, hidden: int, act: str = "elu"):
         super().__init__()
         self.deter = deter
         self.stoch_in = nn.Linear(stoch, hidden, bias=False)
@@ -61,8 +68,11 @@ class LayerNormGRUCore(_Core):
     """DreamerV2 / V3-2023: x = act(norm(W [z, a])); [r, c, u] = norm(W [x, h]); GRU update
     with update bias -1 (see :func:`_gru_gates`).
 
-    Args: deter (D), stoch (Z), action (A), hidden (input width), norm ("layer"; V2's
-    input layer had none), act ("elu" V2, "silu" V3).
+    Args: deter (D), stoch (Z), action (A); keyword-only: hidden (input width), norm
+    ("layer"), act ("elu" V2, "silu" V3), in_norm (norm of the input layer, default
+    ``norm``; V2's input layer had none), action_clip (V3-2023: the action is first
+    divided by sg(max(1, |a|)), as its ``img_step`` does in observation and imagination
+    alike; V2: no).
     """
 
     def __init__(
@@ -70,10 +80,12 @@ class LayerNormGRUCore(_Core):
         deter: int,
         stoch: int,
         action: int,
+        *,
         hidden: int,
         norm: str = "layer",
         act: str = "silu",
         in_norm: str | None = None,
+        action_clip: bool = False,
     ):
         super().__init__()
         self.deter = deter
@@ -84,8 +96,11 @@ class LayerNormGRUCore(_Core):
         self.gates = nn.Linear(hidden + deter, 3 * deter, bias=norm == "none")
         init_linear_(self.gates)
         self.gate_norm = make_norm(norm, 3 * deter)
+        self.action_clip = action_clip
 
     def prepare_action(self, action: Tensor) -> Tensor:
+        if self.action_clip:
+            action = clip_action(action)
         return self.action_in(action)
 
     def step(self, deter: Tensor, stoch: Tensor, pre: Tensor) -> Tensor:
@@ -117,6 +132,7 @@ class BlockGRUCore(_Core):
         deter: int,
         stoch: int,
         action: int,
+        *,
         hidden: int,
         blocks: int = 8,
         layers: int = 1,
@@ -136,10 +152,11 @@ class BlockGRUCore(_Core):
             init_linear_(layer)
         self.norms = nn.ModuleList([make_norm(norm, hidden) for _ in range(3)])
         self.act = make_act(act)
-        group = deter // blocks
         self.first_block = BlockLinear(deter, deter, blocks)
         self.shared = nn.Parameter(torch.empty(3 * hidden, deter))
-        std = (group + 3 * hidden) ** -0.5 / 0.87962566103423978  # fan-in of the whole layer
+        # The reference's layer is a BlockLinear over the G concatenated group inputs
+        # [h_g, x_0, x_1, x_2]: its fan-in is the whole input, G * (D/G + 3 hidden).
+        std = (deter + 3 * hidden * blocks) ** -0.5 / 0.87962566103423978
         for w in (self.first_block.weight, self.shared):
             nn.init.trunc_normal_(w, 0.0, std, -2 * std, 2 * std)
         self.more_layers = nn.ModuleList(
@@ -149,7 +166,7 @@ class BlockGRUCore(_Core):
         self.gates = BlockLinear(deter, 3 * deter, blocks)
 
     def prepare_action(self, action: Tensor) -> Tensor:
-        action = action / action.abs().clamp(min=1.0).detach()
+        action = clip_action(action)
         x2 = self.act(self.norms[2](self.action_in(action)))
         return x2 @ self.shared[2 * self.hidden :]  # [..., D]
 

@@ -3,51 +3,53 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from wmblocks.dists import TwoHotSymlog, UnitNormal
-from wmblocks.nn.layers import MLP
+from wmblocks.nn.heads import ScalarHead, TwoHotHead
 
 
-class MSECritic(nn.Module):
-    """DreamerV1/V2 critic: one output, a unit-variance Gaussian (MSE regression)."""
+class MSECritic(ScalarHead):
+    """DreamerV1/V2 critic: one output read as ``dist`` (V1: unit Gaussian,
+    :class:`~wmblocks.dists.UnitNormal`; V2: squared error, :class:`~wmblocks.dists.MSE`).
+    ``forward(feat [..., F])`` returns the distribution, batch shape ``[...]``."""
 
     def __init__(
         self,
         feat_dim: int,
+        *,
         units: int = 400,
         layers: int = 3,
         norm: str = "none",
         act: str = "elu",
+        dist: Callable[..., object] = UnitNormal,
     ):
-        super().__init__()
-        self.mlp = MLP(feat_dim, 1, units, layers, norm, act)
-
-    def forward(self, feat: Tensor) -> UnitNormal:
-        return UnitNormal(self.mlp(feat).squeeze(-1), event_dims=0)
+        super().__init__(feat_dim, units=units, layers=layers, norm=norm, act=act, dist=dist)
 
 
-class TwoHotCritic(nn.Module):
-    """DreamerV3 critic: TwoHotSymlog over 255 bins, zero-initialised output (so it
-    predicts exactly 0 at the start)."""
+class TwoHotCritic(TwoHotHead):
+    """DreamerV3 critic: a :class:`~wmblocks.nn.heads.TwoHotHead` (255 bins kept as a
+    buffer, zero-initialised output so it predicts exactly 0 at the start); ``dist``
+    picks the twohot convention (``TwoHotSymlog`` for 2024, ``TwoHotSymlog2023``)."""
 
     def __init__(
         self,
         feat_dim: int,
+        *,
         units: int,
         layers: int,
         norm: str = "rms",
         act: str = "silu",
+        dist: type = TwoHotSymlog,
         bins: int = 255,
     ):
-        super().__init__()
-        self.mlp = MLP(feat_dim, bins, units, layers, norm, act, out_scale=0.0)
-
-    def forward(self, feat: Tensor) -> TwoHotSymlog:
-        return TwoHotSymlog(self.mlp(feat))
+        super().__init__(
+            feat_dim, units=units, layers=layers, norm=norm, act=act, dist=dist, bins=bins
+        )
 
 
 @torch.no_grad()

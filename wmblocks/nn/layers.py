@@ -56,7 +56,7 @@ class MLP(nn.Module):
     Args:
         in_dim: input features. out_dim: output features of a final plain Linear, or
             None for no output layer (the output then has ``units`` features).
-        units, layers: hidden width and depth (``layers`` may be 0).
+        units, layers (keyword-only): hidden width and depth (``layers`` may be 0).
         norm, act: see :func:`make_norm`, :func:`make_act`.
         out_scale: init scale of the output layer; 0 starts it at exactly zero.
 
@@ -67,6 +67,7 @@ class MLP(nn.Module):
         self,
         in_dim: int,
         out_dim: int | None,
+        *,
         units: int,
         layers: int,
         norm: str = "rms",
@@ -97,7 +98,10 @@ class BlockLinear(nn.Module):
     """Block-diagonal linear map with ``blocks`` independent groups (V3-2024 block GRU).
 
     ``[..., G, in/G] -> [..., G, out/G]``: group g multiplies only its own slice, so the
-    cost is 1/G of a dense layer of the same width.
+    cost is 1/G of a dense layer of the same width. The weights ``[G, in/G, out/G]``
+    initialise with the fan-in of the *whole* input, std = 1 / sqrt(in_features) (the
+    reference's initializer counts a ``[G, in/G, out/G]`` kernel's fan-in as
+    G * in/G), not of one block's slice.
     """
 
     def __init__(self, in_features: int, out_features: int, blocks: int):
@@ -109,7 +113,7 @@ class BlockLinear(nn.Module):
             )
         self.blocks = blocks
         gin, gout = in_features // blocks, out_features // blocks
-        std = 1.0 / math.sqrt(gin) / 0.87962566103423978
+        std = 1.0 / math.sqrt(in_features) / 0.87962566103423978
         self.weight = nn.Parameter(torch.empty(blocks, gin, gout))
         nn.init.trunc_normal_(self.weight, 0.0, std, -2 * std, 2 * std)
         self.bias = nn.Parameter(torch.zeros(blocks, gout))

@@ -60,7 +60,9 @@ class RSSM(nn.Module):
         self.core, self.prior_head, self.post_head = core, prior_head, post_head
         self.deter = core.deter
         self.stoch_dim = prior_head.stoch_dim
-        self.prior_mlp = MLP(self.deter, None, hidden, prior_layers, norm, act)
+        self.prior_mlp = MLP(
+            self.deter, None, units=hidden, layers=prior_layers, norm=norm, act=act
+        )
         self.post_deter = nn.Linear(self.deter, hidden, bias=False)
         self.post_embed = nn.Linear(embed_dim, hidden)
         init_linear_(self.post_deter)
@@ -86,6 +88,12 @@ class RSSM(nn.Module):
         """Prior stats of p(z_t | h_t) for ``deter`` ``[..., D]``."""
         return self.prior_head(self.prior_mlp(deter))
 
+    def posterior(self, deter: Tensor, embed_proj: Tensor) -> Tensor:
+        """Posterior stats of q(z_t | h_t, e_t) from ``deter`` ``[N, D]`` (the *new* h_t
+        of the same step) and ``embed_proj`` = ``self.post_embed(e_t)`` ``[N, hidden]``
+        (projected once for all T steps in :meth:`observe`)."""
+        return self.post_head(self.post_act(self.post_norm(self.post_deter(deter) + embed_proj)))
+
     def img_step(self, deter: Tensor, stoch: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
         """One imagination step: h' = f(h, z, a), z' ~ p(z' | h'). ``[N, .]`` each."""
         deter = self.core(deter, stoch, action)
@@ -107,8 +115,7 @@ class RSSM(nn.Module):
         deter = keep * deter + (1.0 - keep) * init_deter
         stoch = keep * stoch + (1.0 - keep) * init_stoch
         deter = self.core(deter, stoch, prev_action * keep)
-        x = self.post_act(self.post_norm(self.post_deter(deter) + self.post_embed(embed)))
-        return deter, self.post_head.sample(self.post_head(x))
+        return deter, self.post_head.sample(self.posterior(deter, self.post_embed(embed)))
 
     def observe(
         self,
@@ -143,8 +150,7 @@ class RSSM(nn.Module):
             deter = k * deter + (1.0 - k) * init_deter
             stoch = k * stoch + (1.0 - k) * init_stoch
             deter = self.core.step(deter, stoch, act_pre[:, t])
-            x = self.post_act(self.post_norm(self.post_deter(deter) + emb_pre[:, t]))
-            post = self.post_head(x)
+            post = self.posterior(deter, emb_pre[:, t])
             stoch = self.post_head.sample(post)
             deters.append(deter)
             stochs.append(stoch)

@@ -28,6 +28,14 @@ class LatentPolicy:
     def reset(self) -> None:
         self.state = None
 
+    @property
+    def latent(self) -> tuple[Tensor, Tensor]:
+        """``(h_t [N, D], z_t [N, Z])``: the posterior state of the last call's
+        observation (what the V3-2024 replay context stores with the step)."""
+        if self.state is None:
+            raise RuntimeError("LatentPolicy.latent is read before the first action")
+        return self.state[0], self.state[1]
+
     @torch.no_grad()
     def __call__(self, obs: dict[str, Tensor], is_first: Tensor, greedy: bool = False) -> Tensor:
         embed = self.wm.encoder(obs)

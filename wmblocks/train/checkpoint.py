@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from wmblocks.errors import UserError
+
 
 def rng_state() -> dict:
     """Python, NumPy and torch (CPU and CUDA) generator states."""
@@ -42,13 +44,13 @@ def save_checkpoint(path: str, state: dict) -> None:
 def load_checkpoint(path: str) -> dict:
     """Load a checkpoint, with a message that says what is wrong when it cannot be."""
     if not os.path.exists(path):
-        raise FileNotFoundError(
+        raise UserError(
             f"no checkpoint at {path} to resume from (run without --resume to start a new run)"
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises several types for truncated or foreign files
-        raise RuntimeError(
+        raise UserError(
             f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e}); the "
             "run directory's other files are untouched: move the checkpoint away to "
             "start over, or restore it from a copy"

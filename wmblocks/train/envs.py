@@ -8,13 +8,14 @@ import torch
 from torch import Tensor
 
 from wmblocks import keys
+from wmblocks.errors import UserError
 from wmblocks.presets import action_size
 
 
 def _check_observation_space(env_id: str, space) -> tuple[int, ...]:
     if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
         return tuple(space.shape)
-    raise ValueError(
+    raise UserError(
         f"environment {env_id!r} has observation space {space}; the recipes support "
         "1-D Box observations (image observations come with a later version)"
     )
@@ -36,14 +37,14 @@ class Env:
 
     def __init__(self, env_id: str, seed: int = 0, action_repeat: int = 1):
         if action_repeat < 1:
-            raise ValueError(f"action repeat must be >= 1, got {action_repeat}")
+            raise UserError(f"action repeat must be >= 1, got {action_repeat}")
         self.action_repeat, self.frames = action_repeat, 0
         from torchrl.envs import GymWrapper
 
         try:
             raw = gym.make(env_id)
         except gym.error.Error as e:
-            raise ValueError(f"cannot make gymnasium environment {env_id!r}: {e}") from None
+            raise UserError(f"cannot make gymnasium environment {env_id!r}: {e}") from None
         self.env_id = env_id
         self.obs_shape = _check_observation_space(env_id, raw.observation_space)
         self.action_space = raw.action_space

@@ -36,6 +36,7 @@ from tensordict import TensorDictBase
 from torch import Tensor, nn
 
 from wmblocks import keys
+from wmblocks.errors import UserError
 from wmblocks.nn.world_model import WorldModel
 from wmblocks.optim import ClippedOptimizer
 from wmblocks.train.acting import LatentPolicy
@@ -71,7 +72,12 @@ class LoopConfig:
         "runs/dreamer", "run directory (config, metrics, plot, checkpoint, replay)"
     )
     eval_every: int = option(2500, "environment steps between evaluations (0: only at the end)")
-    eval_episodes: int = option(5, "episodes per evaluation, acting with the policy's mode")
+    eval_episodes: int = option(5, "episodes per evaluation")
+    eval_mode: str = option(
+        "sample",
+        "how evaluation acts: sample the policy (the V3 reference) or take its mode",
+        choices=["sample", "mode"],
+    )
     log_every: int = option(1000, "environment steps between metric lines")
     save_every: int = option(10_000, "environment steps between checkpoints (and at the end)")
     resume: bool = option(False, "continue the run in --logdir from its checkpoint")
@@ -92,6 +98,12 @@ class Agent:
         title: the plot title.
         noise: Gaussian exploration noise on continuous actions while collecting
             (V1: 0.3); evaluation never adds it.
+        replay_context: steps of stored latent state each replayed chunk starts from
+            (V3-2024: 1; see :func:`~wmblocks.nn.world_model.split_context`). With 1, the
+            loop stores the acting posterior (``deter``, ``stoch``) with every step,
+            samples ``length + 1`` steps, and after each update writes the batch's
+            ``deter`` / ``stoch`` (which ``update`` refreshes in place, see
+            :func:`~wmblocks.nn.world_model.refresh_context_`) back into replay.
     """
 
     wm: WorldModel
@@ -101,6 +113,7 @@ class Agent:
     optimizers: dict[str, ClippedOptimizer]
     title: str = "Dreamer"
     noise: float = 0.0
+    replay_context: int = 0
 
 
 def pick_device(name: str) -> torch.device:
@@ -110,15 +123,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def evaluate(agent: Agent, env: Env, episodes: int, device: torch.device) -> float:
-    """Mean return over ``episodes`` episodes acting with the policy's mode (no noise)."""
+def evaluate(
+    agent: Agent, env: Env, episodes: int, device: torch.device, mode: str = "sample"
+) -> float:
+    """Mean return over ``episodes`` episodes, sampling the policy (``mode="sample"``, as
+    the V3 reference evaluates) or acting with its mode (``"mode"``, as V1 and V2); no
+    exploration noise either way."""
     policy = LatentPolicy(agent.wm, agent.actor, env.action_dim, env.discrete)
     returns = []
     for _ in range(episodes):
         row, total = env.reset(), 0.0
         while not row["is_last"]:
             obs = {keys.OBS: row[keys.OBS][None].to(device)}
-            action = policy(obs, row[keys.IS_FIRST][None].to(device), greedy=True)[0]
+            is_first = row[keys.IS_FIRST][None].to(device)
+            action = policy(obs, is_first, greedy=mode == "mode")[0]
             row = env.step(action.cpu())
             total += float(row[keys.REWARD])
         returns.append(total)
@@ -132,16 +150,23 @@ def load_states(objects: dict, states: dict, path: str) -> None:
         for name, obj in objects.items():
             obj.load_state_dict(states[name])
     except (KeyError, RuntimeError, ValueError) as e:
-        raise RuntimeError(
+        raise UserError(
             f"checkpoint {path} does not match this recipe's agent "
             f"({type(e).__name__}: {str(e)[:300]}); was it written by another recipe "
             "or version?"
         ) from None
 
 
-def _stored(row: dict) -> dict:
-    """The keys a replay row keeps (``is_last`` only drives the loop)."""
-    return {k: v for k, v in row.items() if k != "is_last"}
+def _latents(policy: LatentPolicy | None, like: dict | None = None) -> dict:
+    """The replay-context keys of a row: the acting posterior, or zeros like ``like``
+    (the final observation of an episode, where no action is taken; the step after it
+    starts a new episode, so the stored state is never used)."""
+    if policy is None:
+        return {}
+    if like is not None:
+        return {k: torch.zeros_like(like[k]) for k in (keys.DETER, keys.STOCH)}
+    deter, stoch = policy.latent
+    return {keys.DETER: deter[0].cpu(), keys.STOCH: stoch[0].cpu()}
 
 
 def _crossed(before: int, after: int, every: int) -> bool:
@@ -167,7 +192,7 @@ class Trainer:
             saved = load_config(config_cls, os.path.join(run_dir, "config.json"))
             cfg = dataclasses.replace(saved, steps=cfg.steps, device=cfg.device, resume=True)
         elif os.path.exists(self.ckpt_path):
-            raise ValueError(
+            raise UserError(
                 f"{run_dir} already holds a run; pass --resume to continue it, or choose "
                 "another --logdir"
             )
@@ -180,7 +205,10 @@ class Trainer:
         self.eval_env = Env(cfg.env, cfg.seed + 10_000, cfg.action_repeat)
         self.agent = build(cfg, self.env, self.device)
         self.replay = SequenceReplay(
-            cfg.capacity, os.path.join(run_dir, "replay"), cfg.batch, cfg.length
+            cfg.capacity,
+            os.path.join(run_dir, "replay"),
+            cfg.batch,
+            cfg.length + self.agent.replay_context,
         )
         self.count = {"steps": 0, "updates": 0, "episodes": 0, "credit": 0.0, "seconds": 0.0}
         if ckpt is not None:
@@ -232,17 +260,20 @@ class Trainer:
         def seconds() -> float:
             return seconds0 + time.time() - start
 
+        context = policy if agent.replay_context else None
         while count["steps"] < cfg.steps:
             obs = {keys.OBS: row[keys.OBS][None].to(self.device)}
             action = policy(obs, row[keys.IS_FIRST][None].to(self.device))[0].cpu()
-            self.replay.add({**_stored(row), keys.ACTION: action})
+            latents = _latents(context)
+            self.replay.add({**row, keys.ACTION: action, **latents})
             row = env.step(action)
             before = count["steps"]
             count["steps"] += env.frames
             episode_return += float(row[keys.REWARD])
             episode_length += 1
             if row["is_last"]:  # store the final observation (no action is taken there)
-                self.replay.add({**_stored(row), keys.ACTION: torch.zeros(env.action_dim)})
+                last = {keys.ACTION: torch.zeros(env.action_dim), **_latents(context, latents)}
+                self.replay.add({**row, **last})
                 count["episodes"] += 1
                 log.write(
                     count["steps"],
@@ -253,7 +284,11 @@ class Trainer:
             if count["steps"] >= cfg.prefill and self.replay.can_sample():
                 count["credit"] += per_update * env.frames
                 while count["credit"] >= 1.0:
-                    metrics = agent.update(self.replay.sample().to(self.device))
+                    batch, index = self.replay.sample_indexed()
+                    batch = batch.to(self.device)
+                    metrics = agent.update(batch)
+                    if agent.replay_context:
+                        self.replay.write(index, batch.select(keys.DETER, keys.STOCH))
                     count["updates"] += 1
                     count["credit"] -= 1.0
             steps = count["steps"]
@@ -267,7 +302,9 @@ class Trainer:
                     },
                 )
             if _crossed(before, steps, cfg.eval_every) or steps >= cfg.steps:
-                progress.eval = evaluate(agent, self.eval_env, cfg.eval_episodes, self.device)
+                progress.eval = evaluate(
+                    agent, self.eval_env, cfg.eval_episodes, self.device, cfg.eval_mode
+                )
                 log.write(steps, {"eval/return": progress.eval, "time/elapsed_s": seconds()})
             if _crossed(before, steps, cfg.save_every) or steps >= cfg.steps:
                 count["seconds"] = seconds()
@@ -295,9 +332,10 @@ def run(
     argv: list[str] | None = None,
 ) -> None:
     """Command-line entry of a recipe: parse ``config_cls`` from ``argv``, build the
-    agent, train. Errors a user can act on (bad environment id, unknown preset, an
-    existing run, a corrupt checkpoint) print one line naming the problem and exit
-    with status 2."""
+    agent, train. Errors a user can act on (:class:`~wmblocks.errors.UserError`: bad
+    environment id, unknown preset, an existing run, a corrupt checkpoint) print one
+    line naming the problem and exit with status 2; any other exception is a bug and
+    keeps its traceback."""
     try:
         cfg = parse_config(config_cls, argv, description)
         trainer = Trainer(config_cls, cfg, build)
@@ -305,6 +343,6 @@ def run(
             trainer.train()
         finally:
             trainer.close()
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except UserError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -53,8 +53,21 @@ class SequenceReplay:
 
     def sample(self) -> TensorDictBase:
         """A ``[batch, length]`` TensorDict of consecutive steps."""
-        flat = self.buffer.sample()
-        return flat.exclude(STREAM).reshape(self.batch, self.length)
+        return self.sample_indexed()[0]
+
+    def sample_indexed(self) -> tuple[TensorDictBase, torch.Tensor]:
+        """A ``[batch, length]`` window batch and the storage index ``[batch * length]``
+        of its rows (for :meth:`write`)."""
+        flat, info = self.buffer.sample(return_info=True)
+        index = info["index"]
+        index = index[0] if isinstance(index, tuple) else index
+        return flat.exclude(STREAM).reshape(self.batch, self.length), index
+
+    def write(self, index: torch.Tensor, rows: TensorDictBase) -> None:
+        """Overwrite the keys of ``rows`` (``[batch, length]``, e.g. refreshed latent
+        states) at the storage ``index`` returned by :meth:`sample_indexed`; other keys
+        are left as stored."""
+        self.buffer.storage._storage.update_at_(rows.reshape(-1).cpu(), index)
 
     def save(self, path: str) -> None:
         self.buffer.dumps(path)
