@@ -47,4 +47,17 @@ def random_batch(shapes, action_dim, B=3, T=6, seed=0):
     data["is_first"] = torch.zeros(B, T, dtype=torch.bool)
     data["is_first"][:, 0] = True
     data["is_terminal"] = torch.zeros(B, T, dtype=torch.bool)
+    data["is_last"] = torch.zeros(B, T, dtype=torch.bool)
     return TensorDict(data, [B, T])
+
+
+def with_context(batch, agent):
+    """Adds the stored latents (zeros) a V3-2024 agent's replay rows carry; other agents'
+    batches are returned as they are."""
+    if not agent.replay_context:
+        return batch
+    B, T = batch.batch_size
+    rssm = agent.wm.rssm
+    batch["deter"] = torch.zeros(B, T, rssm.deter)
+    batch["stoch"] = torch.zeros(B, T, rssm.stoch_dim)
+    return batch

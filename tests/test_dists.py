@@ -13,31 +13,62 @@ from wmblocks.dists import (
     SymlogMSE,
     TanhNormal,
     TwoHotSymlog,
+    TwoHotSymlog2023,
     UnitNormal,
 )
-from wmblocks.functional import symlog, twohot_bins, twohot_encode
+from wmblocks.functional import symexp, symexp_twohot_bins, symlog, twohot_bins, twohot_encode
 
 
 def test_twohot_symlog_predicts_exactly_zero_from_zero_logits():
-    dist = TwoHotSymlog(torch.zeros(4, 7, 255))
-    assert dist.mean.shape == (4, 7)
-    assert torch.equal(dist.mean, torch.zeros(4, 7))
+    for cls in (TwoHotSymlog, TwoHotSymlog2023):
+        dist = cls(torch.zeros(4, 7, 255))
+        assert dist.mean.shape == (4, 7)
+        assert torch.equal(dist.mean, torch.zeros(4, 7))
+
+
+def test_twohot_symlog_uses_the_seeds_symexp_bins():
+    """Seed / 2024: B = symexp(linspace(-20, 20, 255)), exactly antisymmetric."""
+    bins = TwoHotSymlog(torch.zeros(255)).bins
+    grid = torch.linspace(-20, 20, 255, dtype=torch.float64)
+    torch.testing.assert_close(bins.double(), symexp(grid), rtol=5e-6, atol=0)
+    assert torch.equal(bins, -bins.flip(0)) and bins[127] == 0.0
+
+
+@given(st.lists(floats(-4e8, 4e8), min_size=1, max_size=16))
+def test_twohot_symlog_mean_recovers_the_encoded_value_in_raw_space(values):
+    # Seed eq. 9-10: the target is two-hot in *raw* space over the symexp bins and the
+    # prediction is softmax(f)^T B, no symexp afterwards.
+    x = torch.tensor(values, dtype=torch.float64)
+    bins = symexp_twohot_bins(dtype=torch.float64)
+    logits = (twohot_encode(x, bins) + 1e-300).log()
+    torch.testing.assert_close(TwoHotSymlog(logits, bins).mean, x, rtol=1e-9, atol=1e-9)
+
+
+@given(
+    seeded_randn((3, 255), dtype=torch.float32), st.lists(floats(-1e6, 1e6), min_size=3, max_size=3)
+)
+def test_twohot_symlog_log_prob_is_negative_cross_entropy_in_raw_space(logits, values):
+    x = torch.tensor(values, dtype=torch.float32)
+    dist = TwoHotSymlog(logits)
+    expected = (twohot_encode(x, dist.bins) * logits.log_softmax(-1)).sum(-1)
+    torch.testing.assert_close(dist.log_prob(x), expected)
+    assert torch.equal(dist.mode, dist.bins[logits.argmax(-1)])
 
 
 @given(st.lists(floats(-1e6, 1e6), min_size=1, max_size=16))
-def test_twohot_symlog_mean_recovers_the_encoded_value(values):
+def test_twohot_2023_mean_recovers_the_encoded_value(values):
     x = torch.tensor(values, dtype=torch.float64)
     bins = twohot_bins(dtype=torch.float64)
     logits = (twohot_encode(symlog(x), bins) + 1e-300).log()
-    torch.testing.assert_close(TwoHotSymlog(logits, bins).mean, x, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(TwoHotSymlog2023(logits, bins).mean, x, rtol=1e-9, atol=1e-9)
 
 
 @given(
     seeded_randn((3, 255), dtype=torch.float32), st.lists(floats(-1e4, 1e4), min_size=3, max_size=3)
 )
-def test_twohot_symlog_log_prob_is_negative_cross_entropy_in_symlog_space(logits, values):
+def test_twohot_2023_log_prob_is_negative_cross_entropy_in_symlog_space(logits, values):
     x = torch.tensor(values, dtype=torch.float32)
-    dist = TwoHotSymlog(logits)
+    dist = TwoHotSymlog2023(logits)
     expected = (twohot_encode(symlog(x), dist.bins) * logits.log_softmax(-1)).sum(-1)
     torch.testing.assert_close(dist.log_prob(x), expected)
     assert dist.mode.shape == (3,)

@@ -50,8 +50,8 @@ def test_2024_parameter_counts_within_10_percent_of_the_reference(name):
     with torch.device("meta"):
         wm = presets.world_model_v3({"image": (3, 64, 64)}, 6, name)
         feat = wm.rssm.feat_dim
-        actor = MLP(feat, 6, size.units, size.ac_layers)
-        critic = MLP(feat, 255, size.units, size.ac_layers)
+        actor = MLP(feat, 6, units=size.units, layers=size.ac_layers)
+        critic = MLP(feat, 255, units=size.units, layers=size.ac_layers)
     ours = _count(wm) + _count(actor) + _count(critic)
     ref = official_v3_2024_count(size, 6)
     assert abs(ours / ref - 1) < 0.10, (name, ours, ref)
@@ -92,7 +92,8 @@ def test_actors_and_critics_follow_the_action_space():
     assert isinstance(presets.actor_v2(disc, 8), DiscreteActor)
     assert isinstance(presets.actor_v3(box, 8, "debug"), BoundedNormalActor)
     actor = presets.actor_v3(disc, 8, "debug")
-    assert isinstance(actor, DiscreteActor) and actor.unimix == 0.01
+    assert isinstance(actor, DiscreteActor) and actor.unimix == 0.0  # 2024: categorical
+    assert presets.actor_v3(disc, 8, "debug", 2023).unimix == 0.01  # 2023: onehot
     assert presets.rho_v2(disc) == 1.0 and presets.rho_v2(box) == 0.0
     assert isinstance(presets.critic_v2(8), MSECritic)
     assert isinstance(presets.critic_v3(8, "debug"), TwoHotCritic)

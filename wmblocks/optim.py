@@ -1,8 +1,9 @@
 """Optimisers of the Dreamer series with their reference defaults.
 
 V1, V2 and V3-2023 use Adam per module (world model, actor, critic) with global-norm
-gradient clipping: :func:`adam` builds torch's Adam (AdamW when there is weight decay)
-wrapped with the clip. V3-2024 uses one optimiser for everything, :class:`LaPropAGC`.
+gradient clipping: :func:`adam` builds torch's Adam wrapped with the clip and, for V2,
+the reference's learning-rate-independent weight decay. V3-2024 uses one optimiser for
+everything, :class:`LaPropAGC`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
 class AdamConfig:
+    """Adam with global-norm clipping. ``weight_decay`` is DreamerV2's decay: each call
+    multiplies every parameter by ``1 - weight_decay``, whatever the learning rate (see
+    :class:`ClippedOptimizer`)."""
+
     lr: float
     eps: float
     clip: float
@@ -42,15 +48,37 @@ V3_2023_OPTIM = {
 
 
 class ClippedOptimizer:
-    """A torch optimiser plus global-norm clipping: ``step()`` clips, steps, zeroes the
-    grads and returns the pre-clip gradient norm as a tensor (no host sync)."""
+    """A torch optimiser plus global-norm clipping and optional decoupled weight decay.
 
-    def __init__(self, params: Iterable[nn.Parameter], opt: torch.optim.Optimizer, clip: float):
+    ``step()`` does, in the order of DreamerV2's ``Optimizer.__call__``
+    (danijar/dreamerv2, ``common/other.py``):
+
+        norm = sqrt(sum_i |g_i|^2);  g <- g * min(1, clip / norm)   global-norm clip
+        p    <- (1 - weight_decay) * p                               every parameter
+        p    <- opt.step(p, g)                                       e.g. Adam
+
+    (the clip is torch's ``clip_grad_norm_``, whose coefficient is clip / (norm + 1e-6)),
+    then zeroes the grads and returns the pre-clip norm as a tensor (no host sync). The
+    decay is the reference's ``var.assign((1 - wd) * var)`` (``wd_pattern`` ``.*``: all
+    variables, with or without a gradient): it does not scale with the learning rate,
+    unlike torch's AdamW (``p <- (1 - lr * wd) p``, 1e4 times weaker at lr 1e-4).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter],
+        opt: torch.optim.Optimizer,
+        clip: float,
+        weight_decay: float = 0.0,
+    ):
         self.params = [p for p in params]
-        self.opt, self.clip = opt, clip
+        self.opt, self.clip, self.weight_decay = opt, clip, weight_decay
 
     def step(self) -> Tensor:
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
+        if self.weight_decay and self.params:
+            with torch.no_grad():
+                torch._foreach_mul_(self.params, 1.0 - self.weight_decay)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         return norm
@@ -63,11 +91,36 @@ class ClippedOptimizer:
 
 
 def adam(params: Iterable[nn.Parameter], cfg: AdamConfig) -> ClippedOptimizer:
-    """torch Adam (or AdamW, decoupled decay as the V2 code, when ``weight_decay``)."""
+    """torch Adam (no coupled L2 term) behind global-norm clipping at ``cfg.clip``; a
+    nonzero ``cfg.weight_decay`` multiplies the parameters by ``1 - weight_decay`` before
+    each Adam step, as DreamerV2 does (:class:`ClippedOptimizer`)."""
     params = [p for p in params]
-    cls = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
-    opt = cls(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=True)
-    return ClippedOptimizer(params, opt, cfg.clip)
+    opt = torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps, foreach=True)
+    return ClippedOptimizer(params, opt, cfg.clip, cfg.weight_decay)
+
+
+# The official DreamerV3 optimiser (optax) computes its scalar constants in float32: the
+# bias corrections 1 - beta^t (optax.bias_correction: a Python float to the power of the
+# int32 step count) and the warmup ramp (optax.linear_schedule(0, lr, warmup): lr - lr *
+# (1 - count / warmup)). In float64 they differ from it by about 1e-5 relative (e.g.
+# 1 - float32(0.999) = 0.00099998713), which is larger than float32 rounding; LaPropAGC
+# evaluates them the same way so that it matches the reference to float32 precision.
+# They are Python/numpy scalars of the Python int step: no tensors, no host sync.
+_f32 = np.float32
+
+
+def _bias_correction_f32(beta: float, t: int) -> float:
+    """``1 - beta**t`` in float32 arithmetic, as optax's ``bias_correction``."""
+    return float(_f32(1.0) - _f32(beta) ** _f32(t))
+
+
+def _warmup_lr_f32(lr: float, count: int, warmup: int) -> float:
+    """``lr * min(1, count / warmup)`` in float32 arithmetic, as the reference's
+    ``optax.join_schedules([optax.linear_schedule(0, lr, warmup), constant(lr)])``."""
+    if not warmup or count >= warmup:
+        return float(_f32(lr))
+    frac = _f32(1.0) - _f32(count) / _f32(warmup)
+    return float(_f32(-lr) * frac + _f32(lr))
 
 
 class LaPropAGC(torch.optim.Optimizer):
@@ -81,9 +134,14 @@ class LaPropAGC(torch.optim.Optimizer):
         mu <- beta1 mu + (1 - beta1) u;    m = mu / (1 - beta1^t)
         p  <- p - lr * min(1, (t - 1) / warmup) * m
 
-    Defaults as the reference: lr 4e-5, agc 0.3, pmin 1e-3, beta1 0.9, beta2 0.999,
-    eps 1e-20, warmup 1000. The step count is a Python int: no host sync.
-    ``step()`` returns the global gradient norm before clipping (a tensor).
+    |.| are whole-tensor L2 norms. Reference: DreamerV3 (2024) ``Agent._make_opt`` and
+    ``embodied/jax/opt.py`` (``clip_by_agc``, ``scale_by_rms``, ``scale_by_momentum``,
+    then ``optax.scale_by_learning_rate`` of a linear warmup), checked against its values
+    in ``tests/golden/test_golden_optim.py``. Defaults as the reference: lr 4e-5, agc 0.3,
+    pmin 1e-3, beta1 0.9, beta2 0.999, eps 1e-20, warmup 1000. The scalars
+    ``1 - beta^t`` and ``lr * min(1, (t - 1) / warmup)`` are computed in float32 as the
+    reference does (see ``_bias_correction_f32``). The step count is a Python int: no
+    host sync. ``step()`` returns the global gradient norm before clipping (a tensor).
     """
 
     def __init__(
@@ -131,18 +189,14 @@ class LaPropAGC(torch.optim.Optimizer):
             mus = [self.state[p]["mu"] for p in params]
             torch._foreach_mul_(nus, b2)
             torch._foreach_addcmul_(nus, grads, grads, 1.0 - b2)
-            denom = torch._foreach_div(nus, 1.0 - b2**t)
+            denom = torch._foreach_div(nus, _bias_correction_f32(b2, t))
             torch._foreach_sqrt_(denom)
             torch._foreach_add_(denom, group["eps"])
             updates = torch._foreach_div(grads, denom)
             torch._foreach_lerp_(mus, updates, 1.0 - b1)
-            lr = (
-                group["lr"] * min(1.0, (t - 1) / group["warmup"])
-                if group["warmup"]
-                else group["lr"]
-            )
+            lr = _warmup_lr_f32(group["lr"], t - 1, group["warmup"])
             if lr:
-                torch._foreach_add_(params, mus, alpha=-lr / (1.0 - b1**t))
+                torch._foreach_add_(params, mus, alpha=-lr / _bias_correction_f32(b1, t))
         if not norms:
             return torch.zeros(())
         return torch.cat(norms).square().sum().sqrt()

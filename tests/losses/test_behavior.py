@@ -7,7 +7,7 @@ from tensordict import TensorDict
 from tests.helpers import random_batch, tiny_world_model
 from tests.strategies import seeded_randn
 from wmblocks import keys
-from wmblocks.dists import TanhNormal
+from wmblocks.dists import MSE, TanhNormal
 from wmblocks.losses import (
     CONT_TARGET_2024,
     V3_2024_SCALES,
@@ -36,18 +36,23 @@ def setup(version, discrete=True):
     torch.manual_seed(0)
     wm = tiny_world_model(version, SHAPES, A)
     feat = wm.rssm.feat_dim
+    small = dict(units=16, layers=1)
     if version == "v1":
-        actor, critic = TanhNormalActor(feat, A, 16, 1), MSECritic(feat, 16, 1)
+        actor, critic = TanhNormalActor(feat, A, **small), MSECritic(feat, **small)
     elif version == "v2":
         actor = (
-            DiscreteActor(feat, A, 16, 1, "none", "elu", 0.0)
+            DiscreteActor(feat, A, norm="none", act="elu", unimix=0.0, **small)
             if discrete
-            else TruncNormalActor(feat, A, 16, 1)
+            else TruncNormalActor(feat, A, **small)
         )
-        critic = MSECritic(feat, 16, 1)
+        critic = MSECritic(feat, dist=MSE, **small)
     else:
-        actor = DiscreteActor(feat, A, 16, 1) if discrete else BoundedNormalActor(feat, A, 16, 1)
-        critic = TwoHotCritic(feat, 16, 1)
+        actor = (
+            DiscreteActor(feat, A, unimix=0.0, **small)
+            if discrete
+            else BoundedNormalActor(feat, A, **small)
+        )
+        critic = TwoHotCritic(feat, **small)
     return wm, actor, critic
 
 
@@ -64,6 +69,9 @@ def run(version, wm, actor, critic, td, discrete=True):
 
 
 CASES = [("v1", False), ("v2", True), ("v2", False), ("v3-2024", True), ("v3-2024", False)]
+# Steps each version trains on (the references': V1 s_1..s_{H-1}; V2 critic s_0..s_{H-1},
+# actor s_0..s_{H-2}; V3 s_0..s_{H-1}).
+STEPS = {"v1": (H - 1, H - 1), "v2": (H - 1, H), "v3-2024": (H, H)}
 
 
 @pytest.mark.parametrize(("version", "discrete"), CASES)
@@ -72,7 +80,8 @@ def test_losses_are_per_step_and_leave_the_world_model_alone(version, discrete):
     td = wm.observe(random_batch(SHAPES, A, B=2, T=3))
     td = td.apply(lambda x: x.detach())  # as after the world-model update
     out = run(version, wm, actor, critic, td, discrete)
-    assert out.batch_size == (6, H)
+    assert out.batch_size == (6,)
+    assert (out["loss_actor"].shape[1], out["loss_critic"].shape[1]) == STEPS[version]
     assert not out["return"].requires_grad and not out["weight"].requires_grad
     actor_loss, _ = total_loss(out, {"actor": 1.0})
     critic_loss, _ = total_loss(out, {"critic": 1.0})
@@ -92,7 +101,7 @@ def test_dynamics_backprop_reaches_the_actor_through_the_imagined_dynamics():
     wm, actor, critic = setup("v1")
     td = wm.observe(random_batch(SHAPES, A, B=2, T=3)).apply(lambda x: x.detach())
     out = behavior_loss_v1(wm, actor, critic, td, horizon=H)
-    # The return at t = 0 depends on a_0 only through s_1 = f(s_0, a_0): a non-zero
+    # The first loss step (s_1) depends on a_0 only through s_1 = f(s_0, a_0): a non-zero
     # actor gradient from it proves the path through the frozen dynamics.
     (g,) = torch.autograd.grad(out["loss_actor"][:, 0].sum(), [actor.mlp.net[-1].weight])
     assert g.abs().sum() > 0
@@ -134,7 +143,7 @@ def test_v3_advantages_are_scaled_by_the_normaliser_and_never_shifted():
     wm, actor, critic = setup("v3-2024")
     with torch.no_grad():
         critic.mlp.net[-1].weight.normal_()  # non-trivial values
-        wm.reward_head.net[-1].weight.normal_()
+        wm.reward_head.mlp.net[-1].weight.normal_()
     td = wm.observe(random_batch(SHAPES, A, B=4, T=4)).apply(lambda x: x.detach())
     norm = ReturnNormalizer(decay=0.0)  # scale = max(1, P95 - P05) of this batch
     out = behavior_loss_v3(wm, actor, critic, SlowCritic(critic, 0.02), norm, td, horizon=H)
@@ -149,46 +158,50 @@ def test_v3_weights_vanish_after_a_predicted_terminal(raw, k, gamma):
     cont = raw.sigmoid()
     cont[:, k] = 0.0
     w = imagination_weights_v3(cont, gamma)
+    assert w.shape == (3, H + 1)
     assert torch.equal(w[:, k:], torch.zeros_like(w[:, k:]))
-    expected = torch.stack([(gamma * cont[:, : t + 1]).prod(1) / gamma for t in range(H)], 1)
+    expected = torch.stack([(gamma * cont[:, : t + 1]).prod(1) / gamma for t in range(H + 1)], 1)
     torch.testing.assert_close(w, expected)
+    torch.testing.assert_close(w[:, 0], cont[:, 0])  # w_0 = c_0, not 1 (reference)
 
 
-def test_replay_value_loss_matches_a_slow_loop():
-    B, T, gamma, lam = 2, 6, 0.9, 0.8
-    g = torch.Generator().manual_seed(0)
-    td = TensorDict(
-        {
-            keys.DETER: torch.randn(B, T, 8, generator=g),
-            keys.STOCH: torch.randn(B, T, 4, generator=g),
-            keys.REWARD: torch.randn(B, T, generator=g),
-            keys.IS_FIRST: torch.tensor([[1, 0, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool),
-            keys.IS_TERMINAL: torch.tensor(
-                [[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 0]], dtype=torch.bool
-            ),
-        },
-        [B, T],
-    )
+@given(st.integers(0, 2**31 - 1), st.floats(0.5, 1.0), st.floats(0.0, 1.0))
+def test_replay_value_loss_matches_a_slow_loop(seed, gamma, lam):
+    B, T = 2, 6
+    g = torch.Generator().manual_seed(seed)
+    reward = torch.randn(B, T, generator=g)
+    last = torch.rand(B, T, generator=g) < 0.3
+    term = last & (torch.rand(B, T, generator=g) < 0.5)
     boot = torch.randn(B, T, generator=g)
-    critic = TwoHotCritic(12, 8, 1)
-    out = replay_value_loss_v3(critic, SlowCritic(critic, 0.02), td, boot, gamma=gamma, lam=lam)
-    first, term, rew = td[keys.IS_FIRST].float(), td[keys.IS_TERMINAL].float(), td[keys.REWARD]
+    critic = TwoHotCritic(12, units=8, layers=1)
+    feat = torch.randn(B, T, 12, generator=g)
+    out = replay_value_loss_v3(
+        critic=critic(feat),
+        slow_value=torch.randn(B, T, generator=g),
+        reward=reward,
+        is_last=last,
+        is_terminal=term,
+        boot=boot,
+        gamma=gamma,
+        lam=lam,
+    )
     ref = torch.zeros(B, T - 1)
     for b in range(B):
         nxt = boot[b, -1]
         for t in reversed(range(T - 1)):
-            ends_next = first[b, t + 2] if t + 2 < T else 1.0  # step t+1 is its episode's last
-            lam_t = lam * (1 - ends_next)
-            disc = gamma * (1 - term[b, t + 1]) * (1 - first[b, t + 1])
-            ref[b, t] = rew[b, t + 1] + disc * ((1 - lam_t) * boot[b, t + 1] + lam_t * nxt)
+            lam_t = lam * (1 - float(last[b, t + 1]))
+            disc = gamma * (1 - float(term[b, t + 1]))
+            ref[b, t] = reward[b, t + 1] + disc * ((1 - lam_t) * boot[b, t + 1] + lam_t * nxt)
             nxt = ref[b, t]
     torch.testing.assert_close(out["return"], ref)
     assert out["loss_repval"].shape == (B, T - 1)
-    assert torch.equal(out["loss_repval"][0, 2], torch.tensor(0.0))  # successor is a new episode
+    ended = last[:, : T - 1]  # a step that ends its episode has no successor: weight 0
+    assert torch.equal(out["loss_repval"][ended], torch.zeros(int(ended.sum())))
+    assert bool((out["loss_repval"][~ended] > 0).all())
 
 
 def test_slow_critic_follows_its_ema_and_copy_rules():
-    critic = TwoHotCritic(6, 8, 1)
+    critic = TwoHotCritic(6, units=8, layers=1)
     slow = SlowCritic(critic, rate=0.02)
     before = [p.clone() for p in slow.parameters()]
     with torch.no_grad():

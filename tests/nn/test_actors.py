@@ -16,10 +16,10 @@ F, A = 10, 3
 @pytest.mark.parametrize(
     "actor",
     [
-        DiscreteActor(F, A, 8, 2),
-        BoundedNormalActor(F, A, 8, 2),
-        TanhNormalActor(F, A, 8, 2),
-        TruncNormalActor(F, A, 8, 2),
+        DiscreteActor(F, A, units=8, layers=2),
+        BoundedNormalActor(F, A, units=8, layers=2),
+        TanhNormalActor(F, A, units=8, layers=2),
+        TruncNormalActor(F, A, units=8, layers=2),
     ],
     ids=["discrete", "bounded", "tanh", "trunc"],
 )
@@ -34,7 +34,7 @@ def test_actor_shapes_and_action_range(actor):
 
 def test_reinforce_in_a_one_step_bandit_prefers_the_better_arm():
     torch.manual_seed(0)
-    actor = DiscreteActor(F, A, 16, 1, unimix=0.01)
+    actor = DiscreteActor(F, A, units=16, layers=1, unimix=0.01)
     payoff = torch.tensor([0.0, 1.0, 0.2])
     feat = torch.randn(64, F)
     opt = torch.optim.Adam(actor.parameters(), lr=1e-2)
@@ -55,9 +55,9 @@ def test_reinforce_in_a_one_step_bandit_prefers_the_better_arm():
     [
         # V1's init_std 5 saturates tanh (samples near +-1), where the optimum is the
         # better end, not 0.5; a small initial std tests the gradient path itself.
-        lambda: TanhNormalActor(F, 1, 16, 1, init_std=0.3),
-        lambda: BoundedNormalActor(F, 1, 16, 1),
-        lambda: TruncNormalActor(F, 1, 16, 1),
+        lambda: TanhNormalActor(F, 1, units=16, layers=1, init_std=0.3),
+        lambda: BoundedNormalActor(F, 1, units=16, layers=1),
+        lambda: TruncNormalActor(F, 1, units=16, layers=1),
     ],
     ids=["tanh", "bounded", "trunc"],
 )

@@ -6,7 +6,7 @@ import torch
 
 import wmblocks.losses.behavior as behavior
 import wmblocks.losses.world_model as world_model
-from tests.helpers import random_batch
+from tests.helpers import random_batch, with_context
 from tests.recipes.common import TINY, load
 from wmblocks.nn.actors import (
     BoundedNormalActor,
@@ -46,7 +46,7 @@ class Spy:
 
 def two_updates(agent, env):
     """Two updates (the 2024 optimiser's warm-up starts at lr 0); the world model moves."""
-    batch = random_batch(env.obs_shapes, env.action_dim, B=3, T=6)
+    batch = with_context(random_batch(env.obs_shapes, env.action_dim, B=3, T=6), agent)
     before = [p.detach().clone() for p in agent.wm.parameters()]
     agent.update(batch)
     metrics = agent.update(batch)
@@ -94,18 +94,23 @@ def test_v2_categorical_kl_balance_discount_rho_and_slow_copy(monkeypatch, env_i
     assert isinstance(rssm.core, LayerNormGRUCore)
     assert isinstance(rssm.prior_head, CategoricalLatentHead)
     assert rssm.prior_head.unimix == 0.0  # V2 has no unimix
-    assert agent.wm.cont_head is not None  # the discount predictor
+    # The discount predictor: on for discrete actions (Atari-style), off for continuous
+    # ones (the reference's DMC config, pred_discount False).
+    assert (agent.wm.cont_head is not None) == (env_id == "CartPole-v1")
     expected = DiscreteActor if env_id == "CartPole-v1" else TruncNormalActor
     assert isinstance(agent.actor, expected)
     slow = agent.modules["slow"]
     assert isinstance(slow, SlowCritic) and (slow.rate, slow.every) == (1.0, 100)
     assert isinstance(agent.modules["critic"], MSECritic)
-    assert all(isinstance(o.opt, torch.optim.AdamW) for o in agent.optimizers.values())
+    # Plain Adam plus the reference's lr-independent decay (1 - 1e-6) per step.
+    assert all(type(o.opt) is torch.optim.Adam for o in agent.optimizers.values())
+    assert all(o.weight_decay == 1e-6 for o in agent.optimizers.values())
     balance = Spy(monkeypatch, world_model, "kl_balance")
     imagine = Spy(monkeypatch, behavior, "imagine")
     beh = Spy(monkeypatch, load("dreamer_v2"), "behavior_loss_v2")  # looked up at call time
     metrics = two_updates(agent, env)
-    assert {"wm/obs", "wm/reward", "wm/discount", "wm/kl"} <= set(metrics)
+    assert {"wm/obs", "wm/reward", "wm/kl"} <= set(metrics)
+    assert ("wm/discount" in metrics) == (env_id == "CartPole-v1")
     assert [c[0][2] for c in balance.calls] == [0.8] * 2
     assert [c[1]["rho"] for c in beh.calls] == [rho] * 2
     assert [c[1]["backprop"] for c in imagine.calls] == [rho < 1.0] * 2
@@ -119,7 +124,9 @@ def test_v3_blocks_per_revision(monkeypatch, revision):
     assert isinstance(rssm.core, core)
     assert isinstance(rssm.prior_head, CategoricalLatentHead)
     assert rssm.prior_head.unimix == 0.01 and rssm.post_head.unimix == 0.01
-    assert isinstance(agent.actor, DiscreteActor) and agent.actor.unimix == 0.01
+    # 2024's policy is the reference's "categorical" (no unimix), 2023's its "onehot".
+    assert isinstance(agent.actor, DiscreteActor)
+    assert agent.actor.unimix == (0.0 if revision == "2024" else 0.01)
     assert isinstance(agent.modules["critic"], TwoHotCritic)
     slow = agent.modules["slow"]
     assert isinstance(slow, SlowCritic) and (slow.rate, slow.every) == (0.02, 1)
