@@ -1,40 +1,48 @@
-"""Time one full DreamerV3 training update: world-model loss, backward and optimiser
-step, then imagination behaviour loss (actor + critic), backward and step, and the
-slow-critic update. Random data of a vector environment; B x T replay batch, H steps
-of imagination from all B*T states.
+"""Time the DreamerV3 recipe's own training update (``recipes/dreamer_v3.py``:
+``build(cfg, env, device).update``): world-model loss, imagination behaviour loss
+(actor + critic), replay value loss, one backward, the optimiser step and the
+slow-critic update, exactly as training runs it. Random data of a vector environment;
+a B x T replay batch (plus the 2024 revision's context step), H steps of imagination
+from all B*T states.
 
     python benchmarks/bench_update.py                       # size 1m, B16 T64 H15
     python benchmarks/bench_update.py --size XS --discrete
+    python benchmarks/bench_update.py --revision 2023 --size S
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import statistics
+import sys
 import time
+from types import SimpleNamespace
 
 import gymnasium as gym
 import torch
 from tensordict import TensorDict
 
-from wmblocks import keys, presets
-from wmblocks.losses import (
-    CONT_TARGET_2024,
-    V3_2024_SCALES,
-    behavior_loss_v3,
-    total_loss,
-    world_model_loss_v3,
-)
-from wmblocks.nn import ReturnNormalizer
-from wmblocks.nn.critics import SlowCritic
-from wmblocks.optim import laprop_agc
+from wmblocks import keys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_recipe(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "recipes", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
 
 
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--size", default="1m", help="1m, 12m, ..., debug, or XS")
+    parser.add_argument("--size", default="1m", help="1m, 12m, ..., XS, debug (2024); S..XL (2023)")
+    parser.add_argument("--revision", type=int, default=2024, choices=[2023, 2024])
     parser.add_argument("--obs", type=int, default=24)
     parser.add_argument("--actions", type=int, default=6)
     parser.add_argument("--discrete", action="store_true")
@@ -45,57 +53,60 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(0)
-    size = presets.XS if args.size == "XS" else args.size
+    recipe = load_recipe("dreamer_v3")
+    cfg = recipe.Config(
+        size=args.size,
+        revision=args.revision,
+        batch=args.batch,
+        length=args.length,
+        horizon=args.horizon,
+        device="cpu",
+    )
     space = (
         gym.spaces.Discrete(args.actions)
         if args.discrete
         else gym.spaces.Box(-1.0, 1.0, (args.actions,))
     )
-    wm = presets.world_model_v3({"observation": (args.obs,)}, args.actions, size)
-    feat = wm.rssm.feat_dim
-    actor = presets.actor_v3(space, feat, size)
-    critic = presets.critic_v3(feat, size)
-    slow, norm = SlowCritic(critic, 0.02), ReturnNormalizer()
-    opt = laprop_agc([*wm.parameters(), *actor.parameters(), *critic.parameters()])
-    B, T = args.batch, args.length
+    env = SimpleNamespace(
+        obs_shapes={keys.OBS: (args.obs,)},
+        action_dim=args.actions,
+        action_space=space,
+        discrete=args.discrete,
+    )
+    agent = recipe.build(cfg, env, torch.device("cpu"))
+    B, T = args.batch, args.length + agent.replay_context
     action = (
         torch.nn.functional.one_hot(torch.randint(0, args.actions, (B, T)), args.actions).float()
         if args.discrete
         else torch.rand(B, T, args.actions) * 2 - 1
     )
-    batch = TensorDict(
-        {
-            "observation": torch.randn(B, T, args.obs),
-            keys.ACTION: action,
-            keys.REWARD: torch.randn(B, T),
-            keys.IS_FIRST: torch.rand(B, T) < 0.01,
-            keys.IS_TERMINAL: torch.zeros(B, T, dtype=torch.bool),
-        },
-        [B, T],
-    )
-
-    def update():
-        td = world_model_loss_v3(wm, batch.clone(), cont_target=CONT_TARGET_2024)
-        wm_loss, _ = total_loss(td, V3_2024_SCALES)
-        wm_loss.backward()
-        td = td.apply(lambda x: x.detach())
-        out = behavior_loss_v3(wm, actor, critic, slow, norm, td, horizon=args.horizon)
-        ac_loss, _ = total_loss(out, {"actor": 1.0, "critic": 1.0})
-        ac_loss.backward()
-        opt.step()
-        slow.update(critic)
+    rows = {
+        keys.OBS: torch.randn(B, T, args.obs),
+        keys.ACTION: action,
+        keys.REWARD: torch.randn(B, T),
+        keys.IS_FIRST: torch.rand(B, T) < 0.01,
+        keys.IS_TERMINAL: torch.zeros(B, T, dtype=torch.bool),
+        keys.IS_LAST: torch.zeros(B, T, dtype=torch.bool),
+    }
+    if agent.replay_context:  # the stored latents a chunk starts from
+        rows[keys.DETER] = torch.randn(B, T, agent.wm.rssm.deter).tanh()
+        rows[keys.STOCH] = torch.zeros(B, T, agent.wm.rssm.stoch_dim)
+    batch = TensorDict(rows, [B, T])
 
     times = []
     for i in range(args.warmup + args.reps):
         start = time.perf_counter()
-        update()
+        agent.update(batch.clone())
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
-    params = sum(p.numel() for m in (wm, actor, critic) for p in m.parameters())
+    params = sum(
+        p.numel() for name in ("wm", "actor", "critic") for p in agent.modules[name].parameters()
+    )
     kind = "discrete" if args.discrete else "continuous"
     print(
-        f"size {args.size} ({params / 1e6:.2f} M params), {kind} actions, "
-        f"B{B} T{T} H{args.horizon}, threads {torch.get_num_threads()}: "
+        f"DreamerV3 ({args.revision}) recipe update, size {args.size} "
+        f"({params / 1e6:.2f} M params), {kind} actions, B{args.batch} T{args.length} "
+        f"H{args.horizon}, threads {torch.get_num_threads()}: "
         f"median {statistics.median(times):.3f} s per update (min {min(times):.3f})"
     )
 

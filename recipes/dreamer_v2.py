@@ -114,9 +114,7 @@ def build(cfg: Config, env: Env, device: torch.device) -> Agent:
 
     # --- 3. One training update: balanced-KL world model, then rho-mixed behaviour --
     def update(batch) -> dict[str, torch.Tensor]:
-        td = world_model_loss_v2(
-            wm, batch, alpha=cfg.kl_balance, free=cfg.kl_free, gamma=cfg.gamma
-        )
+        td = world_model_loss_v2(wm, batch, alpha=cfg.kl_balance, free=cfg.kl_free, gamma=cfg.gamma)
         wm_loss, wm_metrics = total_loss(td, scales)
         td = td.apply(lambda x: x.detach())
         beh = behavior_loss_v2(

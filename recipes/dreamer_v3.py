@@ -8,10 +8,12 @@
 Defaults are set for a CPU budget of minutes (size 1m, T 32, train ratio 96, lr 2e-4);
 the 2024 reference uses T 64, train ratio 512 (DMC proprio) and lr 4e-5: pass those
 flags to match it. Everything else in which the 2023 and 2024 revisions differ is one
-record, ``presets.v3_revision(cfg.revision)`` (see docs/dreamer_v3.md). Reads top to bottom: configuration, the blocks, one training update.
-Collection, replay, the train ratio, logging, evaluation, checkpoints and resuming are
-the shared loop's (wmblocks.train.loop). The run directory (--logdir) receives
-config.json, metrics.jsonl, returns.png, checkpoint.pt and the replay buffer.
+record, ``presets.v3_revision(cfg.revision)`` (see docs/dreamer_v3.md). Evaluation
+samples the policy, as the reference (``--eval-mode mode`` takes its mode). Reads top
+to bottom: configuration, the blocks, one training update. Collection, replay, the
+train ratio, logging, evaluation, checkpoints and resuming are the shared loop's
+(wmblocks.train.loop). The run directory (--logdir) receives config.json,
+metrics.jsonl, returns.png, checkpoint.pt and the replay buffer.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ et al. 2023, "Mastering Diverse Domains through World Models" (and the 2024 code
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -151,20 +152,21 @@ def test_v1_gaussian_latent_std_reparameterisation_and_kl(seed, scale, stoch):
 # 2. V1 J_REC ----------------------------------------------------------------------------
 
 
-@MODEL
-@given(SEEDS, st.floats(0.0, 2.0))
-def test_v1_world_model_loss_is_minus_j_rec(seed, free_frac):
+@pytest.mark.parametrize("clipped", [False, True])
+@settings(max_examples=5)
+@given(SEEDS, st.floats(0.0, 0.9))
+def test_v1_world_model_loss_is_minus_j_rec(clipped, seed, u):
     """DreamerV1 eq. 10: J_REC = E[sum_t ln p(o_t | s_t) + ln p(r_t | s_t)
     - beta KL(q(s_t | s_{t-1}, a_{t-1}, o_t) || p(s_t | s_{t-1}, a_{t-1}))], unit-variance
     Gaussian likelihoods, beta = 1, averaged over B and T as the code reduces, with free
     nats on the batch-mean KL as the official code: max(free, mean KL). The threshold is
-    drawn around the batch's own mean KL so both sides of the clip occur."""
+    drawn above or below the batch's own mean KL (``clipped``)."""
     B, T = 2, 3
     torch.manual_seed(seed)
     wm = tiny_world_model("v1", SHAPES, A)
     torch.manual_seed(seed)
     mean_kl = world_model_loss_v1(wm, _batch(seed, B, T), free=0.0)[keys.loss_key("kl")].mean()
-    free = free_frac * mean_kl.item()
+    free = (1.1 + 2.0 * u if clipped else u) * mean_kl.item()  # above / below the mean KL
     torch.manual_seed(seed)  # the same posterior samples as the first call
     td = world_model_loss_v1(wm, _batch(seed, B, T), free=free)
     with torch.no_grad():
@@ -200,9 +202,10 @@ def test_v1_world_model_loss_is_minus_j_rec(seed, free_frac):
     total, _ = total_loss(td, V1_SCALES)
     _close(total.item(), -j_rec)
     loss_kl = td[keys.loss_key("kl")]
-    if batch_kl >= free + 1e-4:  # the KL itself, per step
+    assert (batch_kl < free) == clipped
+    if not clipped:  # the KL itself, per step
         _close(loss_kl, torch.tensor([[kls[b, t] for t in range(T)] for b in range(B)]))
-    elif batch_kl <= free - 1e-4:  # the constant free everywhere, no gradient
+    else:  # the constant free everywhere, no gradient
         assert bool((loss_kl == free).all())
         grads = torch.autograd.grad(loss_kl.sum(), [*wm.parameters()], allow_unused=True)
         assert all(g is None or not g.any() for g in grads)
@@ -375,16 +378,11 @@ def _v2_agent(seed, discrete):
     return wm, actor, critic, target
 
 
-@MODEL
-@given(
-    SEEDS,
-    st.sampled_from([0.0, 1.0, 0.3]),
-    st.floats(0.0, 0.1),
-    st.booleans(),
-    st.integers(2, 4),
-    st.floats(0.0, 1.0),
-)
-def test_v2_actor_objective_as_assembled(seed, rho, eta, discrete, horizon, lam):
+@pytest.mark.parametrize("rho", [0.0, 1.0, 0.3])
+@pytest.mark.parametrize("discrete", [True, False])
+@settings(max_examples=3)
+@given(SEEDS, st.floats(0.0, 0.1), st.integers(2, 4), st.floats(0.0, 1.0))
+def test_v2_actor_objective_as_assembled(rho, discrete, seed, eta, horizon, lam):
     """DreamerV2 eq. 4-6 with the official code's alignment: over an imagined s_0..s_H
     with rewards r(s_t), discounts d_t (d_0 = gamma (1 - is_terminal)) and the target
     critic v', R_t = r(s_t) + d_t ((1 - lambda) v'(s_{t+1}) + lambda R_{t+1}), R_H = v'(s_H),
@@ -452,9 +450,10 @@ def test_v2_actor_objective_as_assembled(seed, rho, eta, discrete, horizon, lam)
 # 7. V3 L(phi) --------------------------------------------------------------------------
 
 
-@MODEL
-@given(SEEDS, st.sampled_from([2023, 2024]), st.floats(0.5, 4.0), st.floats(0.0, 0.5))
-def test_v3_world_model_loss_is_the_beta_weighted_sum(seed, revision, spread, p_terminal):
+@pytest.mark.parametrize("revision", [2023, 2024])
+@settings(max_examples=5)
+@given(SEEDS, st.floats(0.5, 4.0), st.floats(0.0, 0.5))
+def test_v3_world_model_loss_is_the_beta_weighted_sum(revision, seed, spread, p_terminal):
     """DreamerV3 eq. 5: L(phi) = beta_pred L_pred + beta_dyn L_dyn + beta_rep L_rep with
     L_pred the summed prediction losses, L_dyn = max(1, KL(sg(q) || p)),
     L_rep = max(1, KL(q || sg(p))), the KL summed over all latent groups of a step

@@ -96,8 +96,9 @@ SIZES_2023 = {
 }
 
 # The configuration of the speed benchmark (issue "XS"): deter 256, 32 x 32, 256 units,
-# one layer.
+# one layer; a 2024 size (``--size XS``).
 XS = V3Size(deter=256, hidden=256, classes=32, units=256, depth=16, layers=1, ac_layers=1)
+SIZES_2024["XS"] = XS
 
 
 # --- The two DreamerV3 revisions, as data -----------------------------------------

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
+from einops import rearrange
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor, nn
 
@@ -71,8 +72,8 @@ def imagine(
         ``feat`` ``[N, H+1, F]`` for s_0..s_H and ``action`` ``[N, H+1, A]`` with
         a_t ~ pi(s_t) (a_H is not stepped; losses use a_0..a_{H-1}).
     """
-    deter = td[keys.DETER].detach().flatten(0, 1)
-    stoch = td[keys.STOCH].detach().flatten(0, 1)
+    deter = rearrange(td[keys.DETER].detach(), "b t d -> (b t) d")
+    stoch = rearrange(td[keys.STOCH].detach(), "b t z -> (b t) z")
     if backprop:
         with frozen(wm):
             # The policy sees sg(s_t), as in all three references: the return's gradient

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from wmblocks.dists import OneHotStraightThrough
@@ -80,15 +81,16 @@ class CategoricalLatentHead(nn.Module):
         init_linear_(self.linear, out_scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(x).unflatten(-1, (self.stoch, self.classes))
+        return rearrange(self.linear(x), "... (s c) -> ... s c", s=self.stoch)
 
     def sample(self, stats: Tensor) -> Tensor:
-        return onehot_straight_through(unimix_probs(stats, self.unimix)).flatten(-2)
+        onehot = onehot_straight_through(unimix_probs(stats, self.unimix))
+        return rearrange(onehot, "... s c -> ... (s c)")
 
     def mode(self, stats: Tensor) -> Tensor:
         probs = unimix_probs(stats, self.unimix)
         onehot = F.one_hot(probs.argmax(-1), self.classes).to(probs.dtype)
-        return straight_through(onehot, probs).flatten(-2)
+        return rearrange(straight_through(onehot, probs), "... s c -> ... (s c)")
 
     def kl(self, post: Tensor, prior: Tensor) -> Tensor:
         if self.unimix:
