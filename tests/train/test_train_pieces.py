@@ -6,6 +6,7 @@ import torch
 
 from tests.helpers import random_batch, tiny_world_model
 from wmblocks import keys
+from wmblocks.errors import UserError
 from wmblocks.train.checkpoint import load_checkpoint, save_checkpoint
 from wmblocks.train.config import option, parse_config
 from wmblocks.train.envs import Env
@@ -63,9 +64,9 @@ def test_checkpoints_are_atomic_and_errors_are_actionable(tmp_path):
     assert torch.equal(load_checkpoint(path)["a"], torch.ones(2))
     with open(path, "wb") as f:
         f.write(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="corrupt"):
+    with pytest.raises(UserError, match="corrupt"):
         load_checkpoint(path)
-    with pytest.raises(FileNotFoundError, match="--resume"):
+    with pytest.raises(UserError, match="--resume"):
         load_checkpoint(str(tmp_path / "missing.pt"))
 
 
@@ -78,12 +79,12 @@ def test_env_adapter_rows_and_errors():
     pend = Env("Pendulum-v1")
     pend.reset()
     assert pend.step(torch.ones(1))[keys.OBS].shape == (3,) and not pend.discrete
-    with pytest.raises(ValueError, match="Nope-v0"):
+    with pytest.raises(UserError, match="Nope-v0"):
         Env("Nope-v0")
-    with pytest.raises(ValueError, match="observation space"):
+    with pytest.raises(UserError, match="observation space"):
         Env("FrozenLake-v1")
     gym.register("wmblocks-test/MultiDiscrete-v0", entry_point=_MultiDiscreteEnv)
-    with pytest.raises(ValueError, match="action space"):
+    with pytest.raises(UserError, match="action space"):
         Env("wmblocks-test/MultiDiscrete-v0")
 
 
@@ -166,3 +167,30 @@ def test_action_repeat_sums_rewards_and_stops_at_the_episode_end():
     assert frames == 200 and repeated.frames == 200 % 3 and ref["is_last"]  # 66 x 3 + 2
     with pytest.raises(ValueError, match="action repeat"):
         Env("Pendulum-v1", action_repeat=0)
+
+
+def test_run_prints_user_errors_in_one_line_and_lets_bugs_keep_their_traceback(
+    tmp_path, capsys
+):
+    import dataclasses
+
+    from wmblocks.train.loop import LoopConfig, run
+
+    @dataclasses.dataclass
+    class Config(LoopConfig):
+        pass
+
+    def user_mistake(cfg, env, device):
+        raise UserError("size preset 'huge' is unknown; choose one of ['1m']")
+
+    def bug(cfg, env, device):
+        raise RuntimeError("shape mismatch in an update")
+
+    argv = ["--logdir", str(tmp_path / "a"), "--steps", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        run(Config, user_mistake, name="recipe", argv=argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "recipe: error: size preset 'huge' is unknown; choose one of ['1m']"
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # not swallowed into exit 2
+        run(Config, bug, name="recipe", argv=["--logdir", str(tmp_path / "b"), "--steps", "1"])

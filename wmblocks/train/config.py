@@ -7,6 +7,8 @@ import dataclasses
 import json
 import typing
 
+from wmblocks.errors import UserError
+
 
 def option(default, help: str, **kwargs):  # noqa: A002
     """A dataclass field with a help text for the command line."""
@@ -44,7 +46,12 @@ def save_config(config, path: str) -> None:
 
 
 def load_config(cls, path: str):
-    with open(path) as f:
-        data = json.load(f)
+    """The ``cls`` saved at ``path`` by :func:`save_config` (unknown keys ignored); a
+    missing or unreadable file is a :class:`~wmblocks.errors.UserError` naming it."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read the run's configuration {path} ({e})") from None
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
