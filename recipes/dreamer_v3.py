@@ -6,7 +6,7 @@
     python recipes/dreamer_v3.py --help
 
 Defaults are set for a CPU budget of minutes (size 1m, T 32, train ratio 96, lr 2e-4);
-the 2024 reference uses T 64, train ratio 512 (DMC proprio) and lr 4e-5: pass those
+the 2024 reference uses T 64, train ratio 1024 (DMC proprio) and lr 4e-5: pass those
 flags to match it. Everything else in which the 2023 and 2024 revisions differ is one
 record, ``presets.v3_revision(cfg.revision)`` (see docs/dreamer_v3.md). Evaluation
 samples the policy, as the reference (``--eval-mode mode`` takes its mode). Reads top
@@ -44,7 +44,7 @@ class Config(LoopConfig):
     train_ratio: float = option(
         96.0,
         "replayed steps trained on per environment step; updates per environment "
-        "step = train_ratio / (batch * length); reference: 512 (DMC proprio)",
+        "step = train_ratio / (batch * length); reference: 1024 (DMC proprio, size 1m)",
     )
     horizon: int = option(15, "imagination horizon (H)")
     lr: float = option(

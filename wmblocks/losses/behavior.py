@@ -11,10 +11,12 @@ for V2/V3, ``advantage`` (V3 also ``value``). Reduce with :func:`~wmblocks.losse
 Imagined trajectory indices: states s_0 .. s_H (s_0 the replay posterior), actions
 a_0 .. a_{H-1} with a_t taken at s_t.
 
-World-model parameters never receive gradient from these losses: the rollout runs
-with them frozen (dynamics backprop still differentiates through the dynamics to the
-actions) or without a graph at all (REINFORCE); critics are frozen wherever they only
-provide targets, and every target is detached.
+World-model parameters never receive gradient from the imagination losses: the
+rollout runs with them frozen (dynamics backprop still differentiates through the
+dynamics to the actions) or without a graph at all (REINFORCE); critics are frozen
+wherever they only provide targets, and every target is detached. The one deliberate
+exception is V3-2024's :func:`replay_value_loss_v3`, whose critic the recipe evaluates
+on the world model's posterior with its graph (the reference's ``repval_grad``).
 """
 
 from __future__ import annotations
