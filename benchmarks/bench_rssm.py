@@ -38,8 +38,10 @@ def policy_net(feat: int) -> nn.Module:
 
 
 def build_ours(cfg):
-    core = BlockGRUCore(cfg["deter"], STOCH * cfg["classes"], ACTIONS, cfg["hidden"], 8, 1)
-    heads = [CategoricalLatentHead(cfg["hidden"], STOCH, cfg["classes"], 0.01) for _ in range(2)]
+    core = BlockGRUCore(cfg["deter"], STOCH * cfg["classes"], ACTIONS, hidden=cfg["hidden"])
+    heads = [
+        CategoricalLatentHead(cfg["hidden"], STOCH, cfg["classes"], unimix=0.01) for _ in range(2)
+    ]
     rssm = RSSM(
         core,
         *heads,

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wmblocks.dists import TwoHotSymlog, UnitNormal
+from wmblocks.dists import UnitNormal
 from wmblocks.nn.heads import ScalarHead, TwoHotHead
 
 
@@ -34,22 +34,8 @@ class MSECritic(ScalarHead):
 class TwoHotCritic(TwoHotHead):
     """DreamerV3 critic: a :class:`~wmblocks.nn.heads.TwoHotHead` (255 bins kept as a
     buffer, zero-initialised output so it predicts exactly 0 at the start); ``dist``
-    picks the twohot convention (``TwoHotSymlog`` for 2024, ``TwoHotSymlog2023``)."""
-
-    def __init__(
-        self,
-        feat_dim: int,
-        *,
-        units: int,
-        layers: int,
-        norm: str = "rms",
-        act: str = "silu",
-        dist: type = TwoHotSymlog,
-        bins: int = 255,
-    ):
-        super().__init__(
-            feat_dim, units=units, layers=layers, norm=norm, act=act, dist=dist, bins=bins
-        )
+    picks the twohot convention (``TwoHotSymlog`` for 2024, ``TwoHotSymlog2023``).
+    ``forward(feat [..., F])`` returns the distribution, batch shape ``[...]``."""
 
 
 @torch.no_grad()

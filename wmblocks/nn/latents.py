@@ -26,7 +26,7 @@ class GaussianLatentHead(nn.Module):
     Stats: ``[N, 2, stoch]`` (mean, std). Samples are reparameterised: mean + std eps.
     """
 
-    def __init__(self, in_dim: int, stoch: int = 30, min_std: float = 0.1):
+    def __init__(self, in_dim: int, stoch: int = 30, *, min_std: float = 0.1):
         super().__init__()
         self.stoch, self.min_std = stoch, min_std
         self.stoch_dim = stoch
@@ -71,6 +71,7 @@ class CategoricalLatentHead(nn.Module):
         in_dim: int,
         stoch: int = 32,
         classes: int = 32,
+        *,
         unimix: float = 0.01,
         out_scale: float = 1.0,
     ):
