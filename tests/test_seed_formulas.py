@@ -53,7 +53,7 @@ from wmblocks.nn.latents import GaussianLatentHead
 SHAPES = {"observation": (4,)}
 A = 2
 LOG_2PI = math.log(2.0 * math.pi)
-MODEL = settings(max_examples=10)  # a tiny world model per example: keep the file fast
+MODEL = settings(max_examples=8)  # a tiny world model per example: keep the file fast
 SEEDS = st.integers(0, 2**31 - 1)
 
 
@@ -133,13 +133,8 @@ def test_v1_gaussian_latent_std_reparameterisation_and_kl(seed, scale, stoch):
     kl = head.kl(post, prior)
     assert kl.shape == (3,)
     for n in range(3):
-        slow = math.fsum(
-            _normal_kl(
-                *(x.item() for x in (post[n, 0, k], post[n, 1, k], prior[n, 0, k])),
-                prior[n, 1, k].item(),
-            )
-            for k in range(stoch)
-        )
+        (mq, sq), (mp, sp) = post[n].tolist(), prior[n].tolist()
+        slow = math.fsum(_normal_kl(mq[k], sq[k], mp[k], sp[k]) for k in range(stoch))
         _close(kl[n].item(), slow, rtol=1e-9, atol=1e-9)
     normal = torch.distributions.Normal
     reference = torch.distributions.kl_divergence(
@@ -380,7 +375,7 @@ def _v2_agent(seed, discrete):
 
 @pytest.mark.parametrize("rho", [0.0, 1.0, 0.3])
 @pytest.mark.parametrize("discrete", [True, False])
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(SEEDS, st.floats(0.0, 0.1), st.integers(2, 4), st.floats(0.0, 1.0))
 def test_v2_actor_objective_as_assembled(rho, discrete, seed, eta, horizon, lam):
     """DreamerV2 eq. 4-6 with the official code's alignment: over an imagined s_0..s_H
