@@ -137,7 +137,7 @@ def test_a_tiny_world_model_learns_a_cycle_within_seconds(version):
     # V1/V2 use unit-variance Gaussians whose NLL has a floor of ln(2 pi)/2 per dim.
     floor = 0.5 * torch.log(torch.tensor(2 * torch.pi)).item() * 7 if version in ("v1", "v2") else 0
     assert last - floor < (first - floor) / 4, (version, first, last)
-    assert elapsed < 60, elapsed
+    assert elapsed < 120, elapsed  # ~3 s on an idle 2-core machine; generous under load
 
 
 def test_contrastive_term_scores_matched_pairs_above_shuffled_ones():
