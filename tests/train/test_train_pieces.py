@@ -169,9 +169,7 @@ def test_action_repeat_sums_rewards_and_stops_at_the_episode_end():
         Env("Pendulum-v1", action_repeat=0)
 
 
-def test_run_prints_user_errors_in_one_line_and_lets_bugs_keep_their_traceback(
-    tmp_path, capsys
-):
+def test_run_prints_user_errors_in_one_line_and_lets_bugs_keep_their_traceback(tmp_path, capsys):
     import dataclasses
 
     from wmblocks.train.loop import LoopConfig, run
