@@ -22,7 +22,7 @@ import dataclasses
 
 import torch
 
-from wmblocks import presets
+from wmblocks import keys, presets
 from wmblocks.losses import (
     behavior_loss_v3,
     replay_value_loss_v3,
@@ -99,9 +99,9 @@ def build(cfg: Config, env: Env, device: torch.device) -> Agent:
             repval = replay_value_loss_v3(
                 critic=critic(posterior),
                 slow_value=slow(posterior.detach()).mean,
-                reward=td["reward"],
-                is_last=td["is_last"],
-                is_terminal=td["is_terminal"],
+                reward=td[keys.REWARD],
+                is_last=td[keys.IS_LAST],
+                is_terminal=td[keys.IS_TERMINAL],
                 boot=beh["return"][:, 0].view(td.batch_size),
             )
             loss = loss + rev.repval_scale * repval["loss_repval"].mean()

@@ -25,6 +25,13 @@ from torch import Tensor
 from wmblocks.functional.symlog import symexp
 
 
+def _check_grid(name: str, num: int, low: float, high: float) -> None:
+    if num < 2:
+        raise ValueError(f"{name} needs at least 2 bins, got num={num}")
+    if not low < high:
+        raise ValueError(f"{name} needs low < high, got low={low}, high={high}")
+
+
 def twohot_bins(
     num: int = 255,
     low: float = -20.0,
@@ -39,10 +46,7 @@ def twohot_bins(
     floating point, and the middle bin is exactly 0 for odd ``num``), which
     :func:`twohot_decode` relies on to predict exactly 0 from uniform probabilities.
     """
-    if num < 2:
-        raise ValueError(f"twohot_bins needs at least 2 bins, got num={num}")
-    if not low < high:
-        raise ValueError(f"twohot_bins needs low < high, got low={low}, high={high}")
+    _check_grid("twohot_bins", num, low, high)
     bins = torch.linspace(low, high, num, dtype=torch.float64)
     if low == -high:
         bins = (bins - bins.flip(0)) / 2
@@ -65,10 +69,7 @@ def symexp_twohot_bins(
     so the middle bin is exactly 0 and the grid exactly antisymmetric. Other
     configurations use symexp(linspace(low, high, num)) directly.
     """
-    if num < 2:
-        raise ValueError(f"symexp_twohot_bins needs at least 2 bins, got num={num}")
-    if not low < high:
-        raise ValueError(f"symexp_twohot_bins needs low < high, got low={low}, high={high}")
+    _check_grid("symexp_twohot_bins", num, low, high)
     if num % 2 == 1 and low == -high:
         half = symexp(torch.linspace(low, 0.0, (num + 1) // 2, dtype=torch.float32))
         bins = torch.cat([half, -half[:-1].flip(0)])

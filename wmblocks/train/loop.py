@@ -157,16 +157,16 @@ def load_states(objects: dict, states: dict, path: str) -> None:
         ) from None
 
 
-def _latents(policy: LatentPolicy | None, like: dict | None = None) -> dict:
-    """The replay-context keys of a row: the acting posterior, or zeros like ``like``
-    (the final observation of an episode, where no action is taken; the step after it
-    starts a new episode, so the stored state is never used)."""
-    if policy is None:
-        return {}
-    if like is not None:
-        return {k: torch.zeros_like(like[k]) for k in (keys.DETER, keys.STOCH)}
+def _acting_latents(policy: LatentPolicy) -> dict:
+    """The replay-context keys of a row: the posterior the policy acted from."""
     deter, stoch = policy.latent
     return {keys.DETER: deter[0].cpu(), keys.STOCH: stoch[0].cpu()}
+
+
+def _zero_latents(row: dict) -> dict:
+    """Zeros shaped like ``row``'s latents, for the final observation of an episode (no
+    action is taken there; the next step starts a new episode, so it is never used)."""
+    return {k: torch.zeros_like(row[k]) for k in (keys.DETER, keys.STOCH) if k in row}
 
 
 def _crossed(before: int, after: int, every: int) -> bool:
@@ -260,11 +260,10 @@ class Trainer:
         def seconds() -> float:
             return seconds0 + time.time() - start
 
-        context = policy if agent.replay_context else None
         while count["steps"] < cfg.steps:
             obs = {keys.OBS: row[keys.OBS][None].to(self.device)}
             action = policy(obs, row[keys.IS_FIRST][None].to(self.device))[0].cpu()
-            latents = _latents(context)
+            latents = _acting_latents(policy) if agent.replay_context else {}
             self.replay.add({**row, keys.ACTION: action, **latents})
             row = env.step(action)
             before = count["steps"]
@@ -272,7 +271,7 @@ class Trainer:
             episode_return += float(row[keys.REWARD])
             episode_length += 1
             if row["is_last"]:  # store the final observation (no action is taken there)
-                last = {keys.ACTION: torch.zeros(env.action_dim), **_latents(context, latents)}
+                last = {keys.ACTION: torch.zeros(env.action_dim), **_zero_latents(latents)}
                 self.replay.add({**row, **last})
                 count["episodes"] += 1
                 log.write(
