@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    trains the default DreamerV3 agent (recipe: see README)
-#   make test   lint + the test suite
+#   make test   lint + the test suite (installs the benchmark suites' extras and the
+#               Debian GL libraries headless MuJoCo rendering needs, see `suites`)
 # Both build .venv first. Torch: if $(PYTHON) already imports a torch (a CUDA build, say),
 # the venv sees it through --system-site-packages and keeps it; otherwise the venv gets
 # $(TORCH_SPEC), the CPU build here. Either way the installed torch is pinned as a
@@ -10,7 +11,10 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint run clean
+# Debian packages for headless MuJoCo rendering (dm-control): EGL, with OSMesa as fallback.
+GL_PACKAGES ?= libegl1 libegl-mesa0 libgl1 libosmesa6
+
+.PHONY: setup suites test lint run clean
 
 setup: $(VENV)/.ready
 
@@ -26,11 +30,27 @@ $(VENV)/.ready: pyproject.toml Makefile
 	@$(BIN)/python -c "import torch, torchrl, tensordict; print('make: torch', torch.__version__, '| torchrl', torchrl.__version__, '| tensordict', tensordict.__version__)"
 	@touch $@
 
+# The benchmark suites (pip extras dmc, atari, crafter, minatar) and the GL libraries.
+suites: $(VENV)/.suites
+
+$(VENV)/.suites: $(VENV)/.ready
+	@missing=$$(for p in $(GL_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "make: installing $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "make: headless rendering needs: sudo apt-get install $$missing (dmc tests will skip)"; \
+	  fi; \
+	fi
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e ".[test,all]"
+	@touch $@
+
 lint: setup
 	$(BIN)/ruff format --check wmblocks tests recipes benchmarks
 	$(BIN)/ruff check wmblocks tests recipes benchmarks
 
-test: lint
+test: lint suites
 	$(BIN)/python -m pytest
 
 run: setup

@@ -79,7 +79,7 @@ def main():
     else:
         dirs = []
         for seed in args.seeds:
-            d = os.path.join(args.out, f"{args.recipe}-{args.env}-seed{seed}")
+            d = os.path.join(args.out, f"{args.recipe}-{args.env.replace('/', '-')}-seed{seed}")
             cmd = [
                 sys.executable,
                 os.path.join(ROOT, "recipes", f"{args.recipe}.py"),

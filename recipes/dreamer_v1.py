@@ -37,14 +37,17 @@ from wmblocks.losses import (
 )
 from wmblocks.optim import V1_OPTIM, adam
 from wmblocks.train.config import option
-from wmblocks.train.envs import Env
+from wmblocks.train.envs import Envs
 from wmblocks.train.loop import Agent, LoopConfig, run
 
 
 # --- 1. Configuration (the shared options are LoopConfig's) ---------------------------
 @dataclasses.dataclass
 class Config(LoopConfig):
-    env: str = option("Pendulum-v1", "gymnasium id: 1-D Box observations, Box or Discrete actions")
+    env: str = option(
+        "Pendulum-v1",
+        "SUITE/TASK (dmc/..., dmc-vision/..., see docs/suites/) or a gymnasium id",
+    )
     objective: str = option(
         "recon",
         "world-model objective: recon (reconstruction ELBO) or nce (contrastive state model)",
@@ -54,9 +57,10 @@ class Config(LoopConfig):
     batch: int = option(16, "replay sequences per update (B); reference: 50")
     length: int = option(50, "steps per replay sequence (T)")
     train_ratio: float = option(
-        64.0,
-        "replayed steps trained on per environment step; updates per environment "
-        "step = train_ratio / (batch * length); reference: 250",
+        128.0,
+        "replayed steps trained on per agent step; updates per agent step = "
+        "train_ratio / (batch * length); reference: 500 (100 updates of 50 x 50 every "
+        "1000 frames at action repeat 2)",
     )
     prefill: int = option(
         2500, "environment steps collected (by the untrained agent) first; reference 5000"
@@ -85,8 +89,13 @@ class Config(LoopConfig):
     )
 
 
+# The reference's settings for the suites its paper ran (DMC, from pixels in the paper).
+_V1_DMC = {"batch": 50, "length": 50, "train_ratio": 500.0, "prefill": 5000, "steps": 5_000_000}
+SUITES = {"dmc-vision": _V1_DMC, "dmc-proprio": _V1_DMC}
+
+
 # --- 2. The blocks ------------------------------------------------------------------
-def build(cfg: Config, env: Env, device: torch.device) -> Agent:
+def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
     wm = presets.world_model_v1(
         env.obs_shapes, env.action_dim, deter=cfg.deter, stoch=cfg.stoch, units=cfg.units
     )
@@ -148,4 +157,4 @@ def build(cfg: Config, env: Env, device: torch.device) -> Agent:
 
 
 if __name__ == "__main__":
-    run(Config, build, name="dreamer_v1", description=__doc__)
+    run(Config, build, name="dreamer_v1", description=__doc__, suites=SUITES)

@@ -36,7 +36,7 @@ from wmblocks.losses import (
 from wmblocks.nn import SlowCritic
 from wmblocks.optim import V2_OPTIM, adam
 from wmblocks.train.config import option
-from wmblocks.train.envs import Env
+from wmblocks.train.envs import Envs
 from wmblocks.train.loop import Agent, LoopConfig, run
 
 
@@ -47,8 +47,8 @@ class Config(LoopConfig):
     length: int = option(50, "steps per replay sequence (T)")
     train_ratio: float = option(
         64.0,
-        "replayed steps trained on per environment step; updates per environment "
-        "step = train_ratio / (batch * length); reference: 160 (one update every 5 steps)",
+        "replayed steps trained on per agent step; updates per agent step = "
+        "train_ratio / (batch * length); reference: 160 (one update every 5 steps)",
     )
     deter: int = option(200, "deterministic state size (reference: 200 DMC, 600 Atari)")
     hidden: int = option(200, "RSSM hidden size (reference: 200 DMC, 600 Atari)")
@@ -86,8 +86,28 @@ class Config(LoopConfig):
     )
 
 
+# The reference's settings (dreamerv2 configs.yaml): DMC as its dmc_vision / dmc_proprio
+# configs (deter and hidden 200, KL free 1, model lr 3e-4, actor and critic lr 8e-5,
+# action repeat 2, one update of 16 x 50 every 5 agent steps, 1M frames).
+_V2_DMC = {
+    "batch": 16,
+    "length": 50,
+    "train_ratio": 160.0,
+    "steps": 1_000_000,
+    "prefill": 2500,
+    "deter": 200,
+    "hidden": 200,
+    "units": 400,
+    "kl_free": 1.0,
+    "model_lr": 3e-4,
+    "actor_lr": 8e-5,
+    "critic_lr": 8e-5,
+}
+SUITES = {"dmc-vision": _V2_DMC, "dmc-proprio": _V2_DMC}
+
+
 # --- 2. The blocks ------------------------------------------------------------------
-def build(cfg: Config, env: Env, device: torch.device) -> Agent:
+def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
     discount_head = cfg.discount_head == "on" or (cfg.discount_head == "auto" and env.discrete)
     wm = presets.world_model_v2(
         env.obs_shapes,
@@ -152,4 +172,4 @@ def build(cfg: Config, env: Env, device: torch.device) -> Agent:
 
 
 if __name__ == "__main__":
-    run(Config, build, name="dreamer_v2", description=__doc__)
+    run(Config, build, name="dreamer_v2", description=__doc__, suites=SUITES)

@@ -31,7 +31,7 @@ from wmblocks.losses import (
 )
 from wmblocks.nn import ReturnNormalizer, SlowCritic, refresh_context_, split_context
 from wmblocks.train.config import option
-from wmblocks.train.envs import Env
+from wmblocks.train.envs import Envs
 from wmblocks.train.loop import Agent, LoopConfig, run
 
 
@@ -43,8 +43,8 @@ class Config(LoopConfig):
     length: int = option(32, "steps per replay sequence (T); reference: 64")
     train_ratio: float = option(
         96.0,
-        "replayed steps trained on per environment step; updates per environment "
-        "step = train_ratio / (batch * length); reference: 1024 (DMC proprio, size 1m)",
+        "replayed steps trained on per agent step; updates per agent step = "
+        "train_ratio / (batch * length); reference: 1024 (DMC proprio, size 1m)",
     )
     horizon: int = option(15, "imagination horizon (H)")
     lr: float = option(
@@ -57,8 +57,20 @@ class Config(LoopConfig):
     )
 
 
+# The 2024 reference's settings per suite (dreamerv3 configs.yaml: its default size is
+# 200m; dmc_proprio sets 1m; 16 environments except Atari 100k and Crafter; lr 4e-5;
+# batch 16 x 64). Steps count frames: Atari 100k is 100k agent steps = 400k frames.
+_V3 = {"batch": 16, "length": 64, "lr": 4e-5}
+SUITES = {
+    "dmc-proprio": {**_V3, "size": "1m", "train_ratio": 1024.0, "steps": 1_100_000, "envs": 16},
+    "dmc-vision": {**_V3, "size": "200m", "train_ratio": 256.0, "steps": 1_100_000, "envs": 16},
+    "atari100k": {**_V3, "size": "200m", "train_ratio": 256.0, "steps": 400_000, "envs": 1},
+    "crafter": {**_V3, "size": "200m", "train_ratio": 512.0, "steps": 1_100_000, "envs": 1},
+}
+
+
 # --- 2. The blocks ------------------------------------------------------------------
-def build(cfg: Config, env: Env, device: torch.device) -> Agent:
+def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
     rev = presets.v3_revision(cfg.revision)  # everything the revisions differ in
     wm = presets.world_model_v3(env.obs_shapes, env.action_dim, cfg.size, rev)
     feat = wm.rssm.feat_dim
@@ -134,4 +146,4 @@ def build(cfg: Config, env: Env, device: torch.device) -> Agent:
 
 
 if __name__ == "__main__":
-    run(Config, build, name="dreamer_v3", description=__doc__)
+    run(Config, build, name="dreamer_v3", description=__doc__, suites=SUITES)

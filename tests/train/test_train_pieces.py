@@ -9,7 +9,7 @@ from wmblocks import keys
 from wmblocks.errors import UserError
 from wmblocks.train.checkpoint import load_checkpoint, save_checkpoint
 from wmblocks.train.config import option, parse_config
-from wmblocks.train.envs import Env
+from wmblocks.train.envs import Envs
 from wmblocks.train.logging import MetricsLog, Progress, plot_returns, read_metrics
 from wmblocks.train.replay import SequenceReplay
 
@@ -33,12 +33,13 @@ def test_obs_step_repeats_one_iteration_of_observe(version):
 
 
 def _row(i):
+    """One step of one environment, as the loop adds it (leading dim: environments)."""
     return {
-        keys.OBS: torch.tensor([float(i)]),
-        keys.ACTION: torch.zeros(1),
-        keys.REWARD: torch.tensor(0.0),
-        keys.IS_FIRST: torch.tensor(i % 7 == 0),
-        keys.IS_TERMINAL: torch.tensor(False),
+        keys.OBS: torch.tensor([[float(i)]]),
+        keys.ACTION: torch.zeros(1, 1),
+        keys.REWARD: torch.tensor([0.0]),
+        keys.IS_FIRST: torch.tensor([i % 7 == 0]),
+        keys.IS_TERMINAL: torch.tensor([False]),
     }
 
 
@@ -71,21 +72,23 @@ def test_checkpoints_are_atomic_and_errors_are_actionable(tmp_path):
 
 
 def test_env_adapter_rows_and_errors():
-    env = Env("CartPole-v1", seed=0)
+    env = Envs("CartPole-v1", seed=0)
     row = env.reset()
-    assert row[keys.IS_FIRST] and row[keys.REWARD] == 0 and row[keys.OBS].shape == (4,)
+    assert row[keys.IS_FIRST].all() and row[keys.REWARD] == 0 and row[keys.OBS].shape == (1, 4)
     row = env.step(env.random_action())
-    assert not row[keys.IS_FIRST] and row[keys.REWARD] == 1.0
-    pend = Env("Pendulum-v1")
+    assert not row[keys.IS_FIRST].any() and row[keys.REWARD] == 1.0 and env.frames == 1
+    pend = Envs("Pendulum-v1")
     pend.reset()
-    assert pend.step(torch.ones(1))[keys.OBS].shape == (3,) and not pend.discrete
+    assert pend.step(torch.ones(1, 1))[keys.OBS].shape == (1, 3) and not pend.discrete
     with pytest.raises(UserError, match="Nope-v0"):
-        Env("Nope-v0")
+        Envs("Nope-v0")
     with pytest.raises(UserError, match="observation space"):
-        Env("FrozenLake-v1")
+        Envs("FrozenLake-v1")
     gym.register("wmblocks-test/MultiDiscrete-v0", entry_point=_MultiDiscreteEnv)
     with pytest.raises(UserError, match="action space"):
-        Env("wmblocks-test/MultiDiscrete-v0")
+        Envs("wmblocks-test/MultiDiscrete-v0")
+    with pytest.raises(UserError, match="--envs"):
+        Envs("CartPole-v1", n=0)
 
 
 class _MultiDiscreteEnv(gym.Env):
@@ -147,12 +150,13 @@ def test_config_cli_lists_every_option(capsys):
 
 
 def test_action_repeat_sums_rewards_and_stops_at_the_episode_end():
-    repeated, single = Env("Pendulum-v1", seed=3, action_repeat=3), Env("Pendulum-v1", seed=3)
+    repeated = Envs("Pendulum-v1", seed=3, action_repeat=3)
+    single = Envs("Pendulum-v1", seed=3, action_repeat=1)
     a, b = repeated.reset(), single.reset()
     assert torch.equal(a[keys.OBS], b[keys.OBS])
     frames = 0
     while True:
-        action = torch.rand(1) * 2 - 1
+        action = torch.rand(1, 1) * 2 - 1
         row = repeated.step(action)
         total = 0.0
         for _ in range(repeated.frames):
@@ -161,12 +165,12 @@ def test_action_repeat_sums_rewards_and_stops_at_the_episode_end():
         frames += repeated.frames
         assert torch.allclose(row[keys.OBS], ref[keys.OBS])
         assert float(row[keys.REWARD]) == pytest.approx(total, rel=1e-5)
-        if row["is_last"]:
+        if row[keys.IS_LAST]:
             break
-        assert repeated.frames == 3 and not ref["is_last"]
-    assert frames == 200 and repeated.frames == 200 % 3 and ref["is_last"]  # 66 x 3 + 2
-    with pytest.raises(ValueError, match="action repeat"):
-        Env("Pendulum-v1", action_repeat=0)
+        assert repeated.frames == 3 and not ref[keys.IS_LAST]
+    assert frames == 200 and repeated.frames == 200 % 3 and ref[keys.IS_LAST]  # 66 x 3 + 2
+    row = repeated.step(action)  # the next step starts a new episode and takes no frame
+    assert row[keys.IS_FIRST] and repeated.frames == 0 and row[keys.REWARD] == 0
 
 
 def test_run_prints_user_errors_in_one_line_and_lets_bugs_keep_their_traceback(tmp_path, capsys):

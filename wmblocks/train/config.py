@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import json
 import typing
+from collections.abc import Mapping
+from typing import Any
 
 from wmblocks.errors import UserError
 
@@ -20,23 +22,50 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     its example commands) keeps its line breaks."""
 
 
-def parse_config(cls, argv: list[str] | None = None, description: str = ""):
-    """Build ``cls`` (a dataclass) from the command line: one ``--name`` per field,
-    typed by the field's default, documented by its ``help``; booleans get
-    ``--name/--no-name``; fields with ``choices`` metadata are checked."""
+def _parser(cls, description: str, defaults: Mapping[str, Any]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         name = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
-        kw = {"default": f.default, "help": f.metadata.get("help", "")}
+        kw = {"default": defaults.get(f.name, f.default), "help": f.metadata.get("help", "")}
         if "choices" in f.metadata:
             kw["choices"] = f.metadata["choices"]
         if kind is bool:
             parser.add_argument(name, action=argparse.BooleanOptionalAction, **kw)
         else:
             parser.add_argument(name, type=kind, **kw)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_config(
+    cls,
+    argv: list[str] | None = None,
+    description: str = "",
+    suites: Mapping[str, Mapping[str, Any]] | None = None,
+):
+    """Build ``cls`` (a dataclass) from the command line: one ``--name`` per field,
+    typed by the field's default, documented by its ``help``; booleans get
+    ``--name/--no-name``; fields with ``choices`` metadata are checked.
+
+    ``suites`` maps a suite name to the field values it sets (a recipe's reference
+    settings per benchmark suite); ``--suite NAME`` makes them the defaults, so flags
+    given explicitly still win. A suite the recipe has no preset for is a
+    :class:`~wmblocks.errors.UserError` listing the ones it has.
+    """
+    defaults: Mapping[str, Any] = {}
+    if suites is not None and "suite" in {f.name for f in dataclasses.fields(cls)}:
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--suite", default="")
+        suite = pre.parse_known_args(argv)[0].suite
+        if suite:
+            if suite not in suites:
+                raise UserError(
+                    f"this recipe has no --suite {suite!r} preset; it has: "
+                    f"{', '.join(sorted(suites)) or 'none'}"
+                )
+            defaults = suites[suite]
+    args = _parser(cls, description, defaults).parse_args(argv)
     return cls(**vars(args))
 
 

@@ -11,18 +11,38 @@ from collections import deque
 
 
 class Progress:
-    """A one-line progress display: env steps, env steps/s, updates/s, last and recent
-    episode return, latest evaluation. Redraws in place on a terminal; elsewhere
-    (CI, files) prints a plain line every ``every`` seconds."""
+    """The progress display, a tqdm bar over environment steps with the run's figures
+    beside it: env steps/s, updates/s, the last and the mean of the last 10 episode
+    returns, the latest evaluation, and per-suite extras (``extras``, e.g. Crafter's
+    achievements unlocked). Redraws in place on a terminal; elsewhere (CI, log files)
+    writes the same line, formatted by tqdm, every ``every`` seconds."""
+
+    FORMAT = "{l_bar}{bar:20}| {n}/{total} env steps [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
     def __init__(self, total: int, start: int = 0, every: float = 10.0, stream=None):
-        self.total, self.stream = total, stream or sys.stderr
+        from tqdm import tqdm
+
+        self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
+        self.total, self.s0 = total, start
+        self.bar = None
+        if self.tty:
+            self.bar = tqdm(
+                total=total,
+                initial=start,
+                unit="step",
+                file=self.stream,
+                mininterval=0.25,
+                dynamic_ncols=True,
+                smoothing=0.05,
+                bar_format=self.FORMAT,
+            )
+        self.format_meter = tqdm.format_meter
         self.every = 0.25 if self.tty else every
-        self.t0, self.s0, self.u0 = time.time(), start, None
-        self.last = 0.0
+        self.t0, self.u0, self.last = time.time(), None, 0.0
         self.returns: deque[float] = deque(maxlen=10)
         self.eval: float | None = None
+        self.extras: dict[str, float] = {}
 
     def episode(self, ret: float) -> None:
         self.returns.append(ret)
@@ -34,20 +54,39 @@ class Progress:
         if not force and now - self.last < self.every:
             return
         self.last = now
-        dt = max(now - self.t0, 1e-9)
-        frac = steps / self.total if self.total else 1.0
-        bar = "#" * int(20 * frac) + "-" * (20 - int(20 * frac))
+        elapsed = max(now - self.t0, 1e-9)
         recent = (sum(self.returns) / len(self.returns)) if self.returns else math.nan
         last = self.returns[-1] if self.returns else math.nan
-        ev = "" if self.eval is None else f" | eval {self.eval:.1f}"
-        line = (
-            f"[{bar}] {steps}/{self.total} env steps | {(steps - self.s0) / dt:.1f} steps/s | "
-            f"{(updates - self.u0) / dt:.2f} updates/s | return last {last:.1f} "
-            f"mean10 {recent:.1f}{ev}"
+        fields = [
+            f"{(updates - self.u0) / elapsed:.2f} updates/s",
+            f"return last {last:.1f} mean10 {recent:.1f}",
+        ]
+        if self.eval is not None:
+            fields.append(f"eval {self.eval:.1f}")
+        fields += [f"{k} {v:.3g}" for k, v in self.extras.items()]
+        postfix = " | ".join(fields)
+        if self.bar is not None:
+            self.bar.set_postfix_str(postfix, refresh=False)
+            self.bar.update(steps - self.bar.n)
+            if force:
+                self.bar.refresh()
+            return
+        line = self.format_meter(
+            steps,
+            self.total,
+            elapsed,
+            unit="step",
+            rate=(steps - self.s0) / elapsed,
+            postfix=postfix,
+            bar_format=self.FORMAT,
+            ascii=True,
         )
-        end = "\r" if self.tty and not force else "\n"
-        self.stream.write(line + (" " * 4) + end)
+        self.stream.write(line + "\n")
         self.stream.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class MetricsLog:

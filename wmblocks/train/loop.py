@@ -42,9 +42,10 @@ from wmblocks.optim import ClippedOptimizer
 from wmblocks.train.acting import LatentPolicy
 from wmblocks.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from wmblocks.train.config import load_config, option, parse_config, save_config
-from wmblocks.train.envs import Env
+from wmblocks.train.envs import Envs, video_frame
 from wmblocks.train.logging import MetricsLog, Progress, plot_returns
 from wmblocks.train.replay import SequenceReplay
+from wmblocks.train.video import open_loop, write_video
 
 
 @dataclasses.dataclass
@@ -52,17 +53,37 @@ class LoopConfig:
     """Options every recipe has. Subclasses add their own fields and may redeclare a
     field to change its default (``env``, ``batch``, ``logdir``, ...)."""
 
-    env: str = option("CartPole-v1", "gymnasium id: 1-D Box observations, Discrete or Box actions")
+    env: str = option(
+        "CartPole-v1",
+        "SUITE/TASK (dmc/walker-walk, dmc-vision/cartpole-balance, atari100k/pong, "
+        "crafter/reward, minatar/breakout; see docs/suites/) or a gymnasium id with 1-D "
+        "Box observations (or a dict of them and 64x64 images)",
+    )
+    suite: str = option(
+        "",
+        "apply a suite's reference settings (size, train ratio, batch, length, steps; "
+        "flags given explicitly still win)",
+        choices=["", "dmc-proprio", "dmc-vision", "atari100k", "crafter"],
+    )
+    envs: int = option(1, "parallel environments (one subprocess each when > 1)")
+    episode_steps: int = option(
+        0, "cut episodes (truncated) after this many agent steps (0: the environment's limit)"
+    )
     seed: int = option(0, "random seed (environment, networks, sampling)")
     device: str = option("auto", "cpu, cuda, or auto (cuda when available)")
     steps: int = option(30_000, "total environment steps (frames: action repeats count)")
-    action_repeat: int = option(1, "environment frames per agent action (rewards summed)")
+    action_repeat: int = option(
+        0,
+        "environment frames per agent action, rewards summed (0: the suite's default: "
+        "dmc 2, atari100k 4, others 1)",
+    )
     batch: int = option(16, "replay sequences per update (B)")
     length: int = option(64, "steps per replay sequence (T)")
     train_ratio: float = option(
         512.0,
-        "replayed steps trained on per environment step; updates per environment "
-        "step = train_ratio / (batch * length)",
+        "replayed steps trained on per agent step (summed over --envs; action repeats "
+        "do not count, as the references); updates per agent step = train_ratio / "
+        "(batch * length)",
     )
     prefill: int = option(
         1000, "environment steps collected (by the untrained agent) before the first update"
@@ -77,6 +98,11 @@ class LoopConfig:
         "sample",
         "how evaluation acts: sample the policy (the V3 reference) or take its mode",
         choices=["sample", "mode"],
+    )
+    video: bool = option(
+        True,
+        "pixel environments: write each evaluation's first episode and an open-loop "
+        "prediction of the world model as videos (run directory, videos/)",
     )
     log_every: int = option(1000, "environment steps between metric lines")
     save_every: int = option(10_000, "environment steps between checkpoints (and at the end)")
@@ -124,22 +150,31 @@ def pick_device(name: str) -> torch.device:
 
 
 def evaluate(
-    agent: Agent, env: Env, episodes: int, device: torch.device, mode: str = "sample"
+    agent: Agent,
+    env: Envs,
+    episodes: int,
+    device: torch.device,
+    mode: str = "sample",
+    frames: list | None = None,
 ) -> float:
-    """Mean return over ``episodes`` episodes, sampling the policy (``mode="sample"``, as
-    the V3 reference evaluates) or acting with its mode (``"mode"``, as V1 and V2); no
-    exploration noise either way."""
+    """Mean return over ``episodes`` episodes of ``env`` (its first environment),
+    sampling the policy (``mode="sample"``, as the V3 reference evaluates) or acting
+    with its mode (``"mode"``, as V1 and V2); no exploration noise either way. With a
+    list as ``frames``, the first episode's observations are appended to it as RGB
+    frames (pixel environments; see :func:`~wmblocks.train.envs.video_frame`)."""
     policy = LatentPolicy(agent.wm, agent.actor, env.action_dim, env.discrete)
-    returns = []
-    for _ in range(episodes):
-        row, total = env.reset(), 0.0
-        while not row["is_last"]:
-            obs = {keys.OBS: row[keys.OBS][None].to(device)}
-            is_first = row[keys.IS_FIRST][None].to(device)
-            action = policy(obs, is_first, greedy=mode == "mode")[0]
-            row = env.step(action.cpu())
-            total += float(row[keys.REWARD])
-        returns.append(total)
+    image = env.image_keys[0] if env.image_keys else None
+    returns, total, row = [], 0.0, env.reset()
+    while len(returns) < episodes:
+        if frames is not None and image is not None and not returns:
+            frames.append(video_frame(row[image][0]))
+        if row[keys.IS_LAST][0]:
+            returns.append(total)
+            total = 0.0
+        obs = {k: row[k].to(device) for k in env.obs_shapes}
+        action = policy(obs, row[keys.IS_FIRST].to(device), greedy=mode == "mode")
+        row = env.step(action.cpu())
+        total += float(row[keys.REWARD][0])
     return sum(returns) / len(returns)
 
 
@@ -160,13 +195,7 @@ def load_states(objects: dict, states: dict, path: str) -> None:
 def _acting_latents(policy: LatentPolicy) -> dict:
     """The replay-context keys of a row: the posterior the policy acted from."""
     deter, stoch = policy.latent
-    return {keys.DETER: deter[0].cpu(), keys.STOCH: stoch[0].cpu()}
-
-
-def _zero_latents(row: dict) -> dict:
-    """Zeros shaped like ``row``'s latents, for the final observation of an episode (no
-    action is taken there; the next step starts a new episode, so it is never used)."""
-    return {k: torch.zeros_like(row[k]) for k in (keys.DETER, keys.STOCH) if k in row}
+    return {keys.DETER: deter.cpu(), keys.STOCH: stoch.cpu()}
 
 
 def _crossed(before: int, after: int, every: int) -> bool:
@@ -201,14 +230,24 @@ class Trainer:
         save_config(cfg, os.path.join(run_dir, "config.json"))
         torch.manual_seed(cfg.seed)
         self.device = pick_device(cfg.device)
-        self.env = Env(cfg.env, cfg.seed, cfg.action_repeat)
-        self.eval_env = Env(cfg.env, cfg.seed + 10_000, cfg.action_repeat)
+        self.env = Envs(
+            cfg.env, cfg.seed, cfg.envs, cfg.action_repeat, episode_steps=cfg.episode_steps
+        )
+        self.eval_env = Envs(
+            cfg.env,
+            cfg.seed + 10_000,
+            1,
+            cfg.action_repeat,
+            parallel=False,
+            episode_steps=cfg.episode_steps,
+        )
         self.agent = build(cfg, self.env, self.device)
         self.replay = SequenceReplay(
             cfg.capacity,
             os.path.join(run_dir, "replay"),
             cfg.batch,
             cfg.length + self.agent.replay_context,
+            envs=cfg.envs,
         )
         self.count = {"steps": 0, "updates": 0, "episodes": 0, "credit": 0.0, "seconds": 0.0}
         if ckpt is not None:
@@ -244,16 +283,17 @@ class Trainer:
                 shutil.rmtree(old, ignore_errors=True)
 
     def train(self) -> None:
-        """Act, store, train ``train_ratio / (batch * length)`` updates per environment
-        step (frame) once ``prefill`` steps are collected, log, evaluate, save; plot at
-        the end."""
+        """Act in every environment, store, train ``train_ratio / (batch * length)``
+        updates per agent step once ``prefill`` environment steps are collected, log,
+        evaluate (videos for pixel environments), save; plot at the end."""
         cfg, env, agent, count = self.cfg, self.env, self.agent, self.count
         policy = LatentPolicy(agent.wm, agent.actor, env.action_dim, env.discrete, agent.noise)
         log = MetricsLog(self.run_dir, resume_step=count["steps"] if cfg.resume else None)
         progress = Progress(cfg.steps, start=count["steps"])
         metrics: dict[str, Tensor] = {}
         per_update = cfg.train_ratio / (cfg.batch * cfg.length)
-        row, episode_return, episode_length = env.reset(), 0.0, 0
+        row = env.reset()
+        episode_return, episode_length = torch.zeros(env.n), torch.zeros(env.n, dtype=torch.long)
         # Training seconds, summed over resumed segments (pauses between them excluded).
         seconds0, start = count.get("seconds", 0.0), time.time()
 
@@ -261,27 +301,32 @@ class Trainer:
             return seconds0 + time.time() - start
 
         while count["steps"] < cfg.steps:
-            obs = {keys.OBS: row[keys.OBS][None].to(self.device)}
-            action = policy(obs, row[keys.IS_FIRST][None].to(self.device))[0].cpu()
+            obs = {k: row[k].to(self.device) for k in env.obs_shapes}
+            action = policy(obs, row[keys.IS_FIRST].to(self.device)).cpu()
+            # No action is taken at an episode's final observation (the env resets).
+            action = action * (~row[keys.IS_LAST]).unsqueeze(-1)
             latents = _acting_latents(policy) if agent.replay_context else {}
             self.replay.add({**row, keys.ACTION: action, **latents})
             row = env.step(action)
             before = count["steps"]
             count["steps"] += env.frames
-            episode_return += float(row[keys.REWARD])
-            episode_length += 1
-            if row["is_last"]:  # store the final observation (no action is taken there)
-                last = {keys.ACTION: torch.zeros(env.action_dim), **_zero_latents(latents)}
-                self.replay.add({**row, **last})
+            episode_return += row[keys.REWARD]
+            episode_length += (~row[keys.IS_FIRST]).long()
+            for i in torch.nonzero(row[keys.IS_LAST]).flatten().tolist():
                 count["episodes"] += 1
+                extra = {f"episode/{k}": v for k, v in env.episode_logs.get(i, {}).items()}
                 log.write(
                     count["steps"],
-                    {"episode/return": episode_return, "episode/length": episode_length},
+                    {
+                        "episode/return": float(episode_return[i]),
+                        "episode/length": int(episode_length[i]),
+                        **extra,
+                    },
                 )
-                progress.episode(episode_return)
-                row, episode_return, episode_length = env.reset(), 0.0, 0
+                progress.episode(float(episode_return[i]))
+                episode_return[i], episode_length[i] = 0.0, 0
             if count["steps"] >= cfg.prefill and self.replay.can_sample():
-                count["credit"] += per_update * env.frames
+                count["credit"] += per_update * env.n
                 while count["credit"] >= 1.0:
                     batch, index = self.replay.sample_indexed()
                     batch = batch.to(self.device)
@@ -301,21 +346,39 @@ class Trainer:
                     },
                 )
             if _crossed(before, steps, cfg.eval_every) or steps >= cfg.steps:
-                progress.eval = evaluate(
-                    agent, self.eval_env, cfg.eval_episodes, self.device, cfg.eval_mode
-                )
+                progress.eval = self.evaluate(steps)
                 log.write(steps, {"eval/return": progress.eval, "time/elapsed_s": seconds()})
             if _crossed(before, steps, cfg.save_every) or steps >= cfg.steps:
                 count["seconds"] = seconds()
                 self.checkpoint()
             progress.update(steps, count["updates"])
         progress.update(count["steps"], count["updates"], force=True)
+        progress.close()
         log.close()
         plot_returns(
             os.path.join(self.run_dir, "metrics.jsonl"),
             os.path.join(self.run_dir, "returns.png"),
             f"{agent.title} on {cfg.env}",
         )
+
+    def evaluate(self, steps: int) -> float:
+        """The evaluation return; for pixel environments (with ``video``) also
+        ``videos/eval_<steps>.mp4`` (the first episode) and ``videos/openloop_<steps>.mp4``
+        (:func:`~wmblocks.train.video.open_loop` on a replayed batch)."""
+        cfg, agent = self.cfg, self.agent
+        record = cfg.video and bool(self.eval_env.image_keys)
+        frames: list | None = [] if record else None
+        ret = evaluate(agent, self.eval_env, cfg.eval_episodes, self.device, cfg.eval_mode, frames)
+        if record:
+            videos = os.path.join(self.run_dir, "videos")
+            write_video(os.path.join(videos, f"eval_{steps}.mp4"), frames)
+            if self.replay.can_sample():
+                batch = self.replay.sample().to(self.device)
+                key = self.eval_env.image_keys[0]
+                write_video(
+                    os.path.join(videos, f"openloop_{steps}.mp4"), open_loop(agent.wm, batch, key)
+                )
+        return ret
 
     def close(self) -> None:
         self.env.close()
@@ -329,14 +392,20 @@ def run(
     name: str,
     description: str = "",
     argv: list[str] | None = None,
+    suites: dict[str, dict] | None = None,
 ) -> None:
     """Command-line entry of a recipe: parse ``config_cls`` from ``argv``, build the
     agent, train. Errors a user can act on (:class:`~wmblocks.errors.UserError`: bad
     environment id, unknown preset, an existing run, a corrupt checkpoint) print one
     line naming the problem and exit with status 2; any other exception is a bug and
-    keeps its traceback."""
+    keeps its traceback. ``suites``: the recipe's reference settings per benchmark
+    suite, chosen with ``--suite`` (see :func:`~wmblocks.train.config.parse_config`)
+    and printed at start."""
     try:
-        cfg = parse_config(config_cls, argv, description)
+        cfg = parse_config(config_cls, argv, description, suites)
+        if cfg.suite:
+            preset = ", ".join(f"{k}={v}" for k, v in (suites or {})[cfg.suite].items())
+            print(f"{name}: --suite {cfg.suite}: {preset} (explicit flags win)", flush=True)
         trainer = Trainer(config_cls, cfg, build)
         try:
             trainer.train()
