@@ -72,7 +72,8 @@ def evaluate_run(
     if record:
         write_video(os.path.join(video, "eval.mp4"), frames)
         with tempfile.TemporaryDirectory() as scratch:
-            replay = SequenceReplay(cfg.capacity, scratch, cfg.batch, cfg.length, envs=cfg.envs)
+            length = cfg.length + agent.replay_context  # as the run sampled it
+            replay = SequenceReplay(cfg.capacity, scratch, cfg.batch, length, envs=cfg.envs)
             replay.load(os.path.join(run_dir, ckpt["replay_dir"]), ckpt["replay_added"])
             batch = replay.sample().to(dev)
             frames = open_loop(agent.wm, batch, env.image_keys[0])

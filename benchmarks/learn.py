@@ -48,6 +48,12 @@ def summarise(run_dir: str, target: float | None) -> dict:
         "steps": rows[-1]["step"],
         "wall_s": rows[-1]["time"] - t0,
     }
+    achievements = sorted({k for r in rows for k in r if k.startswith("episode/achievement_")})
+    if achievements:  # Crafter: its score over every training episode, as its paper
+        from wmblocks.envs.crafter import score
+
+        episodes = [[r[k] for k in achievements] for r in rows if achievements[0] in r]
+        out["crafter_score"] = score([[float(v > 0) for v in e] for e in episodes])
     if evals:
         out["final_eval"] = evals[-1][1]
         out["best_eval"] = max(e[1] for e in evals)
@@ -109,6 +115,8 @@ def main():
             f"{r['run']:60} {r.get('steps', 0):>7} {r.get('wall_s', 0):>7.0f} "
             f"{final:>8.1f} {best:>8.1f} {hit:>20}"
         )
+        if "crafter_score" in r:
+            print(f"  Crafter score over the training episodes: {r['crafter_score']:.2f} %")
     if dirs:
         with open(os.path.join(os.path.dirname(dirs[0]) or ".", "summary.json"), "w") as f:
             json.dump(results, f, indent=1)

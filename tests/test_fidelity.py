@@ -236,7 +236,7 @@ def test_7_the_2024_image_decoder_is_a_sigmoid_with_unit_targets():
 def test_8_evaluation_samples_by_default_in_v3_and_takes_the_mode_in_v1_v2(monkeypatch):
     from tests.recipes.common import load
     from wmblocks.train import loop
-    from wmblocks.train.envs import Env
+    from wmblocks.train.envs import Envs
 
     assert load("dreamer_v3").Config().eval_mode == "sample"
     assert load("dreamer_v2").Config().eval_mode == "mode"
@@ -252,7 +252,7 @@ def test_8_evaluation_samples_by_default_in_v3_and_takes_the_mode_in_v1_v2(monke
     from tests.recipes.test_blocks import build
 
     agent, _ = build("dreamer_v3", "CartPole-v1")
-    env = Env("CartPole-v1", seed=0)
+    env = Envs("CartPole-v1", seed=0)
     loop.evaluate(agent, env, 1, torch.device("cpu"))
     assert flags and not any(flags)
     flags.clear()

@@ -20,13 +20,13 @@ from wmblocks.nn.latents import CategoricalLatentHead, GaussianLatentHead
 from wmblocks.nn.normalize import ReturnNormalizer
 from wmblocks.optim import LaPropAGC
 from wmblocks.train.config import parse_config
-from wmblocks.train.envs import Env
+from wmblocks.train.envs import Envs
 
 
 def build(recipe, env_id, *args):
     module = load(recipe)
     cfg = parse_config(module.Config, [*TINY[recipe], "--batch", "3", "--length", "6", *args])
-    env = Env(env_id)
+    env = Envs(env_id)
     agent = module.build(cfg, env, torch.device("cpu"))
     env.close()
     return agent, env

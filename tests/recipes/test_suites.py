@@ -82,3 +82,53 @@ def test_recipes_run_the_suites(tmp_path, recipe, env_id):
     openloop = read_video(str(videos / f"openloop_{steps}.mp4"))
     length = 8 + trainer.agent.replay_context  # V3-2024 samples the context step too
     assert openloop.shape == (length, 2 * 64, 3 * 64, 3)  # batch 2
+
+
+def test_parallel_environments_and_evaluate_video(tmp_path):
+    """--envs 2 (subprocesses) through the loop: per-environment episodes; then
+    benchmarks/evaluate.py --video on the run."""
+    _needs("minatar")
+    module = load("dreamer_v3")
+    run_dir = tmp_path / "run"
+    args = [*TINY["dreamer_v3"], "--env", "minatar/breakout", "--envs", "2", "--steps", "120"]
+    args += ["--prefill", "40", "--batch", "2", "--length", "8", "--train-ratio", "4"]
+    args += ["--eval-every", "0", "--eval-episodes", "1", "--episode-steps", "20"]
+    args += ["--capacity", "2000", "--logdir", str(run_dir), "--no-video"]
+    trainer = Trainer(module.Config, parse_config(module.Config, args), module.build)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    assert trainer.count["steps"] == 120  # frames of both environments
+    lengths = [
+        r["episode/length"]
+        for r in read_metrics(str(run_dir / "metrics.jsonl"))
+        if "episode/length" in r
+    ]
+    assert len(lengths) >= 4 and max(lengths) <= 20  # Breakout ends early, or at the cap
+    assert not (run_dir / "videos").exists()  # --no-video
+    from benchmarks.evaluate import evaluate_run
+
+    res = evaluate_run(str(run_dir), "dreamer_v3", 2, 0, "cpu", video=str(tmp_path / "v"))
+    assert len(res["returns"]) == 2
+    assert read_video(str(tmp_path / "v" / "eval.mp4")).shape[1:] == (64, 64, 3)
+    assert read_video(str(tmp_path / "v" / "openloop.mp4")).shape[1:] == (2 * 64, 3 * 64, 3)
+
+
+def test_suite_presets_set_defaults_and_explicit_flags_win():
+    v3, v1 = load("dreamer_v3"), load("dreamer_v1")
+    cfg = parse_config(v3.Config, ["--suite", "atari100k"], suites=v3.SUITES)
+    assert (cfg.size, cfg.train_ratio, cfg.batch, cfg.length, cfg.steps, cfg.lr) == (
+        "200m",
+        256.0,
+        16,
+        64,
+        400_000,
+        4e-5,
+    )
+    cfg = parse_config(v3.Config, ["--suite", "dmc-proprio", "--size", "debug"], suites=v3.SUITES)
+    assert cfg.size == "debug" and cfg.train_ratio == 1024.0 and cfg.envs == 16
+    from wmblocks.errors import UserError
+
+    with pytest.raises(UserError, match="no --suite 'atari100k' preset; it has: dmc-proprio"):
+        parse_config(v1.Config, ["--suite", "atari100k"], suites=v1.SUITES)

@@ -42,9 +42,11 @@ def test_updates_follow_the_train_ratio_after_prefill(tmp_path, ratio, prefill):
     trainer.train()
     trainer.close()
     per_step = ratio / (4 * 16)
-    # Steps prefill..260 each add per_step credit (once the replay can fill a window).
+    # Agent steps add the credit (once prefill frames are in and the replay can fill a
+    # window): frames prefill..260 one each, and the step that resets Pendulum after its
+    # episode end at 200 (it takes no frame, as in the reference's driver).
     first = max(prefill, 17)
-    assert len(seen) == int((260 - first + 1) * per_step + 1e-9)
+    assert len(seen) == int((260 - first + 2) * per_step + 1e-9)
     assert trainer.count["updates"] == len(seen)
     batch = seen[-1]
     assert batch.batch_size == torch.Size([4, 16])
@@ -72,7 +74,7 @@ def test_windows_carry_episode_starts(tmp_path):
     assert terminal[..., :-1][starts].all()  # every CartPole episode here ends in a fall
 
 
-def test_action_repeat_counts_frames_and_keeps_the_ratio_per_frame(tmp_path):
+def test_action_repeat_counts_frames_and_keeps_the_ratio_per_agent_step(tmp_path):
     config_cls, build, seen = counting_build("dreamer_v1")
     args = [*TINY["dreamer_v1"], "--batch", "4", "--length", "16", "--steps", "400"]
     args += ["--action-repeat", "2", "--train-ratio", "64", "--prefill", "100"]
@@ -83,8 +85,8 @@ def test_action_repeat_counts_frames_and_keeps_the_ratio_per_frame(tmp_path):
     trainer.close()
     assert trainer.count["steps"] == 400  # frames; 200 agent steps, two episodes
     assert trainer.count["episodes"] == 2
-    # One update per frame: agent steps ending at frames 100, 102, ..., 400 (151 of them)
-    # each bring two frames' credit.
-    assert len(seen) == 2 * 151
+    # One update per agent step: the steps ending at frames 100, 102, ..., 400 (151 of
+    # them) and the step that starts the second episode (it takes no frame).
+    assert len(seen) == 151 + 1
     evals = [r["step"] for r in read_metrics(str(tmp_path / "run" / "metrics.jsonl"))]
     assert {150, 300, 400} <= set(evals)  # multiples crossed in steps of two frames

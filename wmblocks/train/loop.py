@@ -324,6 +324,9 @@ class Trainer:
                     },
                 )
                 progress.episode(float(episode_return[i]))
+                unlocked = [v for k, v in extra.items() if k.startswith("episode/achievement_")]
+                if unlocked:  # Crafter: achievements unlocked in the last episode
+                    progress.extras["achievements"] = sum(v > 0 for v in unlocked)
                 episode_return[i], episode_length[i] = 0.0, 0
             if count["steps"] >= cfg.prefill and self.replay.can_sample():
                 count["credit"] += per_update * env.n
