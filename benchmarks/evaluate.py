@@ -59,7 +59,7 @@ def evaluate_run(
     ckpt = load_checkpoint(ckpt_path)
     dev = pick_device(device)
     torch.manual_seed(seed)  # the posterior latents are sampled while acting
-    env = Envs(cfg.env, seed, 1, cfg.action_repeat, parallel=False)
+    env = Envs(cfg.env, seed, 1, cfg.action_repeat, parallel=False, episode_steps=cfg.episode_steps)
     agent = module.build(cfg, env, dev)
     load_states(agent.modules, ckpt["modules"], ckpt_path)
     record = video is not None and bool(env.image_keys)

@@ -59,12 +59,22 @@ class Config(LoopConfig):
 
 # The 2024 reference's settings per suite (dreamerv3 configs.yaml: its default size is
 # 200m; dmc_proprio sets 1m; 16 environments except Atari 100k and Crafter; lr 4e-5;
-# batch 16 x 64). Steps count frames: Atari 100k is 100k agent steps = 400k frames.
+# batch 16 x 64; DMC with action repeat 1, as its env.dmc). Steps count frames: Atari
+# 100k is 100k agent steps = 400k frames. Atari evaluates every 20k frames (an
+# evaluation episode can last 27k agent steps).
 _V3 = {"batch": 16, "length": 64, "lr": 4e-5}
+_DMC = {**_V3, "envs": 16, "action_repeat": 1, "steps": 1_100_000}
 SUITES = {
-    "dmc-proprio": {**_V3, "size": "1m", "train_ratio": 1024.0, "steps": 1_100_000, "envs": 16},
-    "dmc-vision": {**_V3, "size": "200m", "train_ratio": 256.0, "steps": 1_100_000, "envs": 16},
-    "atari100k": {**_V3, "size": "200m", "train_ratio": 256.0, "steps": 400_000, "envs": 1},
+    "dmc-proprio": {**_DMC, "size": "1m", "train_ratio": 1024.0},
+    "dmc-vision": {**_DMC, "size": "200m", "train_ratio": 256.0},
+    "atari100k": {
+        **_V3,
+        "size": "200m",
+        "train_ratio": 256.0,
+        "steps": 400_000,
+        "envs": 1,
+        "eval_every": 20_000,
+    },
     "crafter": {**_V3, "size": "200m", "train_ratio": 512.0, "steps": 1_100_000, "envs": 1},
 }
 

@@ -128,6 +128,7 @@ def test_suite_presets_set_defaults_and_explicit_flags_win():
     )
     cfg = parse_config(v3.Config, ["--suite", "dmc-proprio", "--size", "debug"], suites=v3.SUITES)
     assert cfg.size == "debug" and cfg.train_ratio == 1024.0 and cfg.envs == 16
+    assert cfg.action_repeat == 1  # the 2024 config: its train ratios assume repeat 1
     from wmblocks.errors import UserError
 
     with pytest.raises(UserError, match="no --suite 'atari100k' preset; it has: dmc-proprio"):

@@ -105,3 +105,26 @@ def test_open_loop_shows_truth_prediction_and_difference(version):
     truth = batch["image"][:2].permute(0, 1, 3, 4, 2).numpy()  # [n, T, H, W, C]
     assert np.array_equal(frames[:, :64, :64], truth[0])
     assert np.array_equal(frames[:, 64:, :64], truth[1])
+
+
+def test_a_wrapped_replay_samples_windows_uniformly_and_saves_only_filled_steps(tmp_path):
+    replay = SequenceReplay(capacity=100, directory=str(tmp_path), batch=64, length=5)
+    for t in range(110):  # wrapped: the newest 10 steps sit at the start of the column
+        replay.add(_rows(t, 1))
+    starts = torch.cat([replay.sample()["observation"][:, 0, 1] for _ in range(40)])
+    newest = (starts >= 100).float().mean().item()
+    assert newest < 0.15, f"{newest:.0%} of windows start in the newest 10 of 96 possible starts"
+    replay.save(str(tmp_path / "saved"))
+    other = SequenceReplay(capacity=100, directory=str(tmp_path / "o"), batch=64, length=5)
+    other.load(str(tmp_path / "saved"), replay.added)
+    steps = other.buffer.storage._storage["observation"][:, 0, 1]
+    assert torch.equal(steps, torch.arange(10, 110).float())  # oldest first
+    small = SequenceReplay(capacity=10_000, directory=str(tmp_path / "s"), batch=2, length=4)
+    for t in range(12):
+        small.add(_rows(t, 1))
+    small.save(str(tmp_path / "small"))
+    from tensordict import TensorDict
+
+    assert TensorDict.load_memmap(str(tmp_path / "small" / "rows")).batch_size[0] == 12
+    with pytest.raises(Exception, match="older wmblocks"):
+        small.load(str(tmp_path), 12)

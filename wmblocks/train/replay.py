@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from wmblocks.errors import UserError
+
 STREAM = "_stream"
+CHUNK = 256  # steps copied at a time when saving and loading
 
 
 class SequenceReplay:
@@ -22,10 +26,13 @@ class SequenceReplay:
     environment's column, contiguous in time. Windows may cross episode boundaries,
     which ``is_first`` marks (the RSSM resets there), as in the reference
     implementations. Each row gets a stream id that changes when the circular storage
-    wraps, so no window spans the write cursor. Values keep their dtype: images stay
-    ``uint8`` (the encoders convert them on the device).
+    wraps; torchrl's sampler ends trajectories at the write cursor of a full storage, so
+    no window spans it (one crossing the physical end of a column back to its start is
+    contiguous in time and allowed). Values keep their dtype: images stay ``uint8``
+    (the encoders convert them on the device).
 
-    ``save(path)`` / ``load(path)`` write and read the whole buffer (for resuming).
+    ``save(path)`` / ``load(path)`` write and read the filled steps only, oldest first
+    (for resuming): a checkpoint of a 1M-step buffer holding 10k steps copies 10k.
     """
 
     def __init__(self, capacity: int, directory: str, batch: int, length: int, envs: int = 1):
@@ -51,9 +58,11 @@ class SequenceReplay:
 
     def add(self, rows: dict[str, torch.Tensor]) -> None:
         """Store one step of every environment: ``rows[key]`` is ``[envs, ...]``."""
-        lap = self.added // self.per_env
-        stream = torch.full((self.envs,), lap)
-        # torchrl's 2-D storage takes [envs, 1] and lays it out as one step of the grid.
+        # One stream id for everything: a column is one long trajectory, cut by torchrl
+        # at the write cursor (per-lap ids would make the few newest steps of a wrapped
+        # column a "trajectory" of their own, sampled as often as all the others).
+        stream = torch.zeros(self.envs, dtype=torch.long)
+        # torchrl's 2-D storage takes [envs, k] and lays it out as k steps of the grid.
         self.buffer.extend(TensorDict({**rows, STREAM: stream}, [self.envs]).unsqueeze(1))
         self.added += 1
 
@@ -77,8 +86,36 @@ class SequenceReplay:
         self.buffer.storage._storage.update_at_(rows.reshape(-1).cpu(), index)
 
     def save(self, path: str) -> None:
-        self.buffer.dumps(path)
+        """Write the filled steps, oldest first, as memory-mapped tensors under ``path``
+        (``rows/``) with ``meta.json``."""
+        os.makedirs(path, exist_ok=True)
+        n = min(self.added, self.per_env)
+        if n:
+            store = self.buffer.storage._storage  # [per_env, envs], memory-mapped
+            start = self.added % self.per_env if self.added > self.per_env else 0
+            rows = store[:n].memmap_like(prefix=os.path.join(path, "rows"))
+            for a in range(0, n, CHUNK):
+                b = min(a + CHUNK, n)
+                rows[a:b] = store[(start + torch.arange(a, b)) % self.per_env]
+        with open(os.path.join(path, "meta.json"), "w") as f:
+            json.dump({"added": self.added, "steps": n, "envs": self.envs}, f)
 
     def load(self, path: str, added: int) -> None:
-        self.buffer.loads(path)
+        """Read a buffer written by :meth:`save` into this (empty) one; ``added`` is
+        the number of steps the saving buffer had seen."""
+        meta_path = os.path.join(path, "meta.json")
+        if not os.path.exists(meta_path):
+            raise UserError(
+                f"replay {path} was saved by an older wmblocks (before the 2-D replay of "
+                "issue 14) or is incomplete; it cannot be resumed: start a new run"
+            )
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if meta["envs"] != self.envs:
+            raise UserError(f"replay {path} holds {meta['envs']} environments, not {self.envs}")
+        if meta["steps"]:
+            rows = TensorDict.load_memmap(os.path.join(path, "rows"))
+            for a in range(0, meta["steps"], CHUNK):
+                chunk = rows[a : min(a + CHUNK, meta["steps"])]
+                self.buffer.extend(chunk.transpose(0, 1).contiguous())
         self.added = added
