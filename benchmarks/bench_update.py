@@ -8,6 +8,8 @@ from all B*T states.
     python benchmarks/bench_update.py                       # size 1m, B16 T64 H15
     python benchmarks/bench_update.py --size XS --discrete
     python benchmarks/bench_update.py --revision 2023 --size S
+    python benchmarks/bench_update.py --image 3 --discrete   # 64x64 RGB pixels (uint8), no vector
+    python benchmarks/bench_update.py --image 4 --discrete --length 32   # MinAtar-like grids
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ def main():
     )
     parser.add_argument("--size", default="1m", help="1m, 12m, ..., XS, debug (2024); S..XL (2023)")
     parser.add_argument("--revision", type=int, default=2024, choices=[2023, 2024])
-    parser.add_argument("--obs", type=int, default=24)
+    parser.add_argument("--obs", type=int, default=24, help="vector size (0: none)")
+    parser.add_argument(
+        "--image", type=int, default=0, help="channels of a 64x64 uint8 image observation"
+    )
     parser.add_argument("--actions", type=int, default=6)
     parser.add_argument("--discrete", action="store_true")
     parser.add_argument("--batch", type=int, default=16)
@@ -67,8 +72,13 @@ def main():
         if args.discrete
         else gym.spaces.Box(-1.0, 1.0, (args.actions,))
     )
+    shapes = {keys.OBS: (args.obs,)} if args.obs else {}
+    if args.image:
+        shapes["image"] = (args.image, 64, 64)
+    if not shapes:
+        parser.error("give an observation: --obs K and/or --image C")
     env = SimpleNamespace(
-        obs_shapes={keys.OBS: (args.obs,)},
+        obs_shapes=shapes,
         action_dim=args.actions,
         action_space=space,
         discrete=args.discrete,
@@ -80,8 +90,14 @@ def main():
         if args.discrete
         else torch.rand(B, T, args.actions) * 2 - 1
     )
+    obs = {k: torch.randn(B, T, *shape) for k, shape in shapes.items() if len(shape) == 1}
+    obs |= {
+        k: torch.randint(0, 256, (B, T, *shape), dtype=torch.uint8)
+        for k, shape in shapes.items()
+        if len(shape) == 3
+    }
     rows = {
-        keys.OBS: torch.randn(B, T, args.obs),
+        **obs,
         keys.ACTION: action,
         keys.REWARD: torch.randn(B, T),
         keys.IS_FIRST: torch.rand(B, T) < 0.01,
@@ -103,8 +119,9 @@ def main():
         p.numel() for name in ("wm", "actor", "critic") for p in agent.modules[name].parameters()
     )
     kind = "discrete" if args.discrete else "continuous"
+    observed = ", ".join(f"{k} {list(v)}" for k, v in shapes.items())
     print(
-        f"DreamerV3 ({args.revision}) recipe update, size {args.size} "
+        f"DreamerV3 ({args.revision}) recipe update on {observed}, size {args.size} "
         f"({params / 1e6:.2f} M params), {kind} actions, B{args.batch} T{args.length} "
         f"H{args.horizon}, threads {torch.get_num_threads()}: "
         f"median {statistics.median(times):.3f} s per update (min {min(times):.3f})"
