@@ -55,7 +55,7 @@ def test_recipes_run_the_suites(tmp_path, recipe, env_id):
     if env_id.startswith("dmc") and not _rendering_works():
         pytest.skip("MuJoCo cannot render headless here (install libegl1 libegl-mesa0)")
     module = load(recipe)
-    args = [*TINY[recipe], "--env", env_id, "--steps", "120", "--prefill", "40"]
+    args = [*TINY[recipe], "--env", env_id, "--steps", "80", "--prefill", "30"]
     args += ["--batch", "2", "--length", "8", "--train-ratio", "4", "--eval-every", "0"]
     args += ["--eval-episodes", "1", "--log-every", "40", "--logdir", str(tmp_path / "run")]
     args += ["--episode-steps", "25"]  # short episodes: a random policy plays Pong for long
@@ -67,7 +67,7 @@ def test_recipes_run_the_suites(tmp_path, recipe, env_id):
     finally:
         trainer.close()
     rows = read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
-    assert trainer.count["steps"] >= 120 and trainer.count["updates"] > 0
+    assert trainer.count["steps"] >= 80 and trainer.count["updates"] > 0
     assert any("wm/loss" in r or any(k.startswith("wm/") for k in r) for r in rows)
     assert os.path.exists(tmp_path / "run" / "checkpoint.pt")
     batch = trainer.replay.sample()
