@@ -21,6 +21,7 @@ provides one-frame hooks (``_reset_raw``, ``_act``, ``_observe``).
 
 from __future__ import annotations
 
+import abc
 import importlib
 from typing import Any
 
@@ -85,7 +86,7 @@ def hwc_to_chw(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(image, (2, 0, 1)))
 
 
-class SuiteEnv(gym.Env):
+class SuiteEnv(gym.Env, abc.ABC):
     """Base class of the adapters: the action-repeat loop, frame counting, seeding
     bookkeeping and the episode-end guard.
 
@@ -156,17 +157,21 @@ class SuiteEnv(gym.Env):
     def _episode_info(self) -> dict:
         return {}
 
+    @abc.abstractmethod
     def _reset_raw(self, seed: int | None) -> None:
-        raise NotImplementedError
+        """Start a new episode of the wrapped environment (reseeded when ``seed``)."""
 
+    @abc.abstractmethod
     def _act(self, action, index: int) -> tuple[float, bool, bool]:
-        raise NotImplementedError
+        """One frame of ``action``: ``(reward, terminated, truncated)``."""
 
+    @abc.abstractmethod
     def _observe(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """The current observation dict, as the observation space says."""
 
+    @abc.abstractmethod
     def _frame(self) -> np.ndarray:
-        raise NotImplementedError
+        """The current frame, HWC uint8 RGB."""
 
 
 # -- plain gymnasium ids ---------------------------------------------------------------
