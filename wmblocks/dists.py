@@ -11,7 +11,6 @@ docstring and keep every batch dim, so a ``[B, T, ...]`` input gives ``[B, T]``.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -51,14 +50,19 @@ class _TwoHot:
             )
         self.logits = logits
         self.bins = bins
+        self._log_probs: Tensor | None = None
 
     @property
     def probs(self) -> Tensor:
         return self.logits.softmax(-1)
 
-    @functools.cached_property
+    @property
     def log_probs(self) -> Tensor:
-        return self.logits.log_softmax(-1)
+        # Cached by hand: functools.cached_property takes an RLock on Python 3.11,
+        # which torch.compile cannot trace.
+        if self._log_probs is None:
+            self._log_probs = self.logits.log_softmax(-1)
+        return self._log_probs
 
 
 class TwoHotSymlog(_TwoHot):

@@ -111,11 +111,10 @@ class RSSM(nn.Module):
         iteration of :meth:`observe`. ``[N, D]``, ``[N, Z]``, ``[N, A]`` (a_{t-1}),
         ``[N, E]`` (e_t), ``[N]`` bool -> (h_t, z_t ~ q)."""
         keep = (~is_first.bool()).to(embed.dtype).unsqueeze(-1)
-        init_deter, init_stoch = self.initial(embed.shape[0])
-        deter = keep * deter + (1.0 - keep) * init_deter
-        stoch = keep * stoch + (1.0 - keep) * init_stoch
-        deter = self.core(deter, stoch, prev_action * keep)
-        return deter, self.post_head.sample(self.posterior(deter, self.post_embed(embed)))
+        act_pre = self.core.prepare_action(prev_action * keep)
+        init = self.initial(embed.shape[0])
+        deter, stoch, _ = self.obs_cell(deter, stoch, keep, act_pre, self.post_embed(embed), *init)
+        return deter, stoch
 
     def observe(
         self,
@@ -138,30 +137,50 @@ class RSSM(nn.Module):
             ``deter [B, T, D]`` h_t, ``stoch [B, T, Z]`` z_t ~ q, ``post`` and ``prior``
             stats ``[B, T, ...]`` of q(z_t | h_t, e_t) and p(z_t | h_t).
         """
-        B, T = embed.shape[:2]
+        B = embed.shape[0]
         keep = (~is_first.bool()).to(embed.dtype).unsqueeze(-1)  # [B, T, 1]
         act_pre = self.core.prepare_action(prev_action * keep)  # [B, T, P]
         emb_pre = self.post_embed(embed)  # [B, T, hidden]
-        init_deter, init_stoch = self.initial(B)
-        deter, stoch = (init_deter, init_stoch) if state is None else state
+        init = self.initial(B)
+        deter, stoch, post = self._observe_scan(keep, act_pre, emb_pre, init, state or init)
+        return {"deter": deter, "stoch": stoch, "post": post, "prior": self.prior(deter)}
+
+    def obs_cell(
+        self,
+        deter: Tensor,
+        stoch: Tensor,
+        keep: Tensor,
+        act_pre: Tensor,
+        emb_pre: Tensor,
+        init_deter: Tensor,
+        init_stoch: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One step of :meth:`observe` on ``[B, .]`` tensors: reset to the initial state
+        where ``keep`` (``[B, 1]``, 0 at is_first) is 0, h_t = f(h_{t-1}, z_{t-1},
+        a_{t-1}) from the prepared action ``act_pre``, z_t ~ q(z_t | h_t, e_t) from the
+        projected embedding ``emb_pre``. Returns (h_t, z_t, post stats)."""
+        deter = keep * deter + (1.0 - keep) * init_deter
+        stoch = keep * stoch + (1.0 - keep) * init_stoch
+        deter = self.core.step(deter, stoch, act_pre)
+        post = self.posterior(deter, emb_pre)
+        return deter, self.post_head.sample(post), post
+
+    # torch.compile skips the two loops (recursive=False) instead of unrolling them: the
+    # cells they call (obs_cell; the policy and img_step) are compiled once each as
+    # their own graphs and called T (H) times, so neither the graphs nor the compile
+    # time grow with T and H.
+    @torch.compiler.disable(recursive=False)
+    def _observe_scan(self, keep, act_pre, emb_pre, init, state):
+        deter, stoch = state
         deters, stochs, posts = [], [], []
-        for t in range(T):
-            k = keep[:, t]
-            deter = k * deter + (1.0 - k) * init_deter
-            stoch = k * stoch + (1.0 - k) * init_stoch
-            deter = self.core.step(deter, stoch, act_pre[:, t])
-            post = self.posterior(deter, emb_pre[:, t])
-            stoch = self.post_head.sample(post)
+        for t in range(keep.shape[1]):
+            deter, stoch, post = self.obs_cell(
+                deter, stoch, keep[:, t], act_pre[:, t], emb_pre[:, t], *init
+            )
             deters.append(deter)
             stochs.append(stoch)
             posts.append(post)
-        deter_bt = torch.stack(deters, 1)
-        return {
-            "deter": deter_bt,
-            "stoch": torch.stack(stochs, 1),
-            "post": torch.stack(posts, 1),
-            "prior": self.prior(deter_bt),
-        }
+        return torch.stack(deters, 1), torch.stack(stochs, 1), torch.stack(posts, 1)
 
     def imagine(
         self,
@@ -187,6 +206,12 @@ class RSSM(nn.Module):
             Run under ``torch.no_grad()`` for REINFORCE (no graph through the
             dynamics); with grad for dynamics backprop.
         """
+        feat, action = self._imagine_scan(deter, stoch, policy, horizon)
+        z = self.stoch_dim
+        return {"feat": feat, "deter": feat[..., z:], "stoch": feat[..., :z], "action": action}
+
+    @torch.compiler.disable(recursive=False)
+    def _imagine_scan(self, deter, stoch, policy, horizon):
         feats, actions = [], []
         for _ in range(horizon):
             feat = features(deter, stoch)
@@ -198,11 +223,4 @@ class RSSM(nn.Module):
         feats.append(feat)
         with torch.no_grad():  # a_H is never stepped: no loss differentiates it
             actions.append(policy(feat))
-        feat = torch.stack(feats, 1)
-        z = self.stoch_dim
-        return {
-            "feat": feat,
-            "deter": feat[..., z:],
-            "stoch": feat[..., :z],
-            "action": torch.stack(actions, 1),
-        }
+        return torch.stack(feats, 1), torch.stack(actions, 1)
