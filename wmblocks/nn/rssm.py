@@ -142,7 +142,8 @@ class RSSM(nn.Module):
         act_pre = self.core.prepare_action(prev_action * keep)  # [B, T, P]
         emb_pre = self.post_embed(embed)  # [B, T, hidden]
         init = self.initial(B)
-        deter, stoch, post = self._observe_scan(keep, act_pre, emb_pre, init, state or init)
+        state = init if state is None else state
+        deter, stoch, post = self._observe_scan(keep, act_pre, emb_pre, init, state)
         return {"deter": deter, "stoch": stoch, "post": post, "prior": self.prior(deter)}
 
     def obs_cell(
