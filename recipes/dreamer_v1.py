@@ -39,6 +39,7 @@ from wmblocks.optim import V1_OPTIM, adam
 from wmblocks.train.config import option
 from wmblocks.train.envs import Envs
 from wmblocks.train.loop import Agent, LoopConfig, run
+from wmblocks.train.speed import autocast, compiled, use_compile
 
 
 # --- 1. Configuration (the shared options are LoopConfig's) ---------------------------
@@ -120,7 +121,8 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
     }
 
     # --- 3. One training update: ELBO (or NCE), then V_lambda by dynamics backprop --
-    def update(batch) -> dict[str, torch.Tensor]:
+    def losses(batch):
+        """Every loss of one update (forward only): the part torch.compile compiles."""
         if cfg.objective == "nce":
             td = world_model_loss_v1_nce(wm, model[1], batch, free=cfg.free_nats)
             wm_loss, wm_metrics = total_loss(td, V1_NCE_SCALES)
@@ -132,14 +134,21 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
             wm, actor, critic, td, horizon=cfg.horizon, gamma=cfg.gamma, lam=cfg.lam, eta=cfg.eta
         )
         ac_loss, ac_metrics = total_loss(beh, {"actor": 1.0, "critic": 1.0})
-        (wm_loss + ac_loss).backward()  # the losses touch disjoint parameter sets
         metrics = {
             **{f"wm/{k}": v for k, v in wm_metrics.items()},
             **{f"ac/{k}": v for k, v in ac_metrics.items()},
+            "ac/return": beh["return"].mean().detach(),
         }
+        return wm_loss + ac_loss, metrics  # the losses touch disjoint parameter sets
+
+    forward = compiled(losses, use_compile(cfg.compile, device))
+
+    def update(batch) -> dict[str, torch.Tensor]:
+        with autocast(cfg.precision, device):
+            loss, metrics = forward(batch)
+        loss.backward()
         for name, opt in opts.items():
             metrics[f"grad_norm/{name}"] = opt.step()
-        metrics["ac/return"] = beh["return"].mean()
         return metrics
 
     modules = {"wm": wm, "actor": actor, "critic": critic}

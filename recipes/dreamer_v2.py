@@ -38,6 +38,7 @@ from wmblocks.optim import V2_OPTIM, adam
 from wmblocks.train.config import option
 from wmblocks.train.envs import Envs
 from wmblocks.train.loop import Agent, LoopConfig, run
+from wmblocks.train.speed import autocast, compiled, use_compile
 
 
 # --- 1. Configuration (the shared options are LoopConfig's) ---------------------------
@@ -133,7 +134,8 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
     scales = V2_SCALES if discount_head else V2_SCALES_NO_DISCOUNT
 
     # --- 3. One training update: balanced-KL world model, then rho-mixed behaviour --
-    def update(batch) -> dict[str, torch.Tensor]:
+    def losses(batch):
+        """Every loss of one update (forward only): the part torch.compile compiles."""
         td = world_model_loss_v2(wm, batch, alpha=cfg.kl_balance, free=cfg.kl_free, gamma=cfg.gamma)
         wm_loss, wm_metrics = total_loss(td, scales)
         td = td.apply(lambda x: x.detach())
@@ -150,15 +152,22 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
             lam=cfg.lam,
         )
         ac_loss, ac_metrics = total_loss(beh, {"actor": 1.0, "critic": 1.0})
-        (wm_loss + ac_loss).backward()  # the losses touch disjoint parameter sets
         metrics = {
             **{f"wm/{k}": v for k, v in wm_metrics.items()},
             **{f"ac/{k}": v for k, v in ac_metrics.items()},
+            "ac/return": beh["return"].mean().detach(),
         }
+        return wm_loss + ac_loss, metrics  # the losses touch disjoint parameter sets
+
+    forward = compiled(losses, use_compile(cfg.compile, device))
+
+    def update(batch) -> dict[str, torch.Tensor]:
+        with autocast(cfg.precision, device):
+            loss, metrics = forward(batch)
+        loss.backward()
         for name, opt in opts.items():
             metrics[f"grad_norm/{name}"] = opt.step()
         slow.update(critic)
-        metrics["ac/return"] = beh["return"].mean()
         return metrics
 
     return Agent(

@@ -33,6 +33,7 @@ from wmblocks.nn import ReturnNormalizer, SlowCritic, refresh_context_, split_co
 from wmblocks.train.config import option
 from wmblocks.train.envs import Envs
 from wmblocks.train.loop import Agent, LoopConfig, run
+from wmblocks.train.speed import autocast, compiled, use_compile
 
 
 # --- 1. Configuration (the shared options are LoopConfig's) ---------------------------
@@ -93,7 +94,8 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
     backprop = rev.backprop_continuous and not env.discrete  # 2023: Box by dynamics backprop
 
     # --- 3. One training update: world model, then behaviour from its posteriors ------
-    def update(batch) -> dict[str, torch.Tensor]:
+    def losses(batch):
+        """Every loss of one update (forward only): the part torch.compile compiles."""
         # 2024: the chunk starts from the latent stored with the step before it.
         td, start = split_context(batch) if rev.replay_context else (batch, None)
         td = world_model_loss_v3(wm, td, start=start, cont_target=rev.cont_target)
@@ -128,13 +130,21 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
             )
             loss = loss + rev.repval_scale * repval["loss_repval"].mean()
             metrics["ac/repval"] = repval["loss_repval"].mean().detach()
+        metrics["ac/return"] = beh["return"].mean().detach()
+        context = td.select(keys.DETER, keys.STOCH).detach() if rev.replay_context else None
+        return loss, metrics, context
+
+    forward = compiled(losses, use_compile(cfg.compile, device))
+
+    def update(batch) -> dict[str, torch.Tensor]:
+        with autocast(cfg.precision, device):
+            loss, metrics, context = forward(batch)
         loss.backward()
         for opt in opts.values():
             metrics["grad_norm"] = opt.step()
         slow.update(critic)
         if rev.replay_context:
-            refresh_context_(batch, td)
-        metrics["ac/return"] = beh["return"].mean()
+            refresh_context_(batch, context)
         metrics["ac/scale"] = normalizer.scale()
         return metrics
 

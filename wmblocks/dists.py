@@ -7,6 +7,10 @@ Dreamer losses need them, ``rsample``/``sample`` and ``entropy``.
 
 Reductions: ``log_prob`` and ``entropy`` sum over the *event* dims named in each
 docstring and keep every batch dim, so a ``[B, T, ...]`` input gives ``[B, T]``.
+
+Every distribution keeps its parameters in float32: under bf16 autocast the networks
+run in bf16 and the likelihood, KL, entropy and twohot maths stay in full precision
+(a no-op cast in float32 training).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wmblocks.functional.categorical import (
+    onehot,
     sample_onehot,
     straight_through,
     unimix_probs,
@@ -37,6 +42,12 @@ def _event_sum(x: Tensor, event_dims: int) -> Tensor:
     return x.sum(tuple(range(-event_dims, 0))) if event_dims else x
 
 
+def full_precision(x: Tensor) -> Tensor:
+    """``x`` in float32 if it is bf16 or fp16 (under autocast), else unchanged (float32
+    and float64 pass through): the distributions' maths never runs in half precision."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 class _TwoHot:
     """Shared body of the two twohot conventions: logits ``[..., K]`` over ``bins``
     ``[K]`` (a buffer of the head that made them); ``log_probs`` is computed once and
@@ -48,7 +59,7 @@ class _TwoHot:
                 f"{type(self).__name__}: logits have {logits.shape[-1]} classes but bins "
                 f"has {bins.shape[-1]} entries"
             )
-        self.logits = logits
+        self.logits = full_precision(logits)
         self.bins = bins
         self._log_probs: Tensor | None = None
 
@@ -139,7 +150,7 @@ class MSE:
     """
 
     def __init__(self, pred: Tensor, event_dims: int = 1):
-        self.pred = pred
+        self.pred = full_precision(pred)
         self.event_dims = event_dims
 
     @property
@@ -166,7 +177,7 @@ class SymlogMSE:
     """
 
     def __init__(self, pred: Tensor, event_dims: int = 1):
-        self.pred = pred
+        self.pred = full_precision(pred)
         self.event_dims = event_dims
 
     @property
@@ -193,7 +204,7 @@ class UnitNormal:
     """
 
     def __init__(self, mean: Tensor, event_dims: int = 1):
-        self.loc = mean
+        self.loc = full_precision(mean)
         self.event_dims = event_dims
 
     @property
@@ -232,6 +243,7 @@ class OneHotStraightThrough:
     """
 
     def __init__(self, logits: Tensor, unimix: float = 0.01):
+        logits = full_precision(logits)
         self.probs = unimix_probs(logits, unimix)
         self.logits = self.probs.log() if unimix else logits.log_softmax(-1)
         self.unimix = unimix
@@ -239,8 +251,8 @@ class OneHotStraightThrough:
     @property
     def mode(self) -> Tensor:
         """The most likely one-hot, with straight-through gradients, ``[..., C]``."""
-        onehot = F.one_hot(self.probs.argmax(-1), self.probs.shape[-1]).to(self.probs.dtype)
-        return straight_through(onehot, self.probs)
+        onehot_mode = onehot(self.probs.argmax(-1), self.probs.shape[-1], self.probs.dtype)
+        return straight_through(onehot_mode, self.probs)
 
     @property
     def mean(self) -> Tensor:
@@ -275,8 +287,8 @@ class TanhNormal:
     """
 
     def __init__(self, mean: Tensor, std: Tensor, eps: float = 1e-6):
-        self.loc = mean
-        self.scale = std
+        self.loc = full_precision(mean)
+        self.scale = full_precision(std)
         self.eps = eps
 
     @property
@@ -327,7 +339,7 @@ class Normal:
     """
 
     def __init__(self, loc: Tensor, scale: Tensor):
-        self.loc, self.scale = loc, scale
+        self.loc, self.scale = full_precision(loc), full_precision(scale)
 
     @property
     def mean(self) -> Tensor:
@@ -366,6 +378,7 @@ class BoundedNormal(Normal):
     """
 
     def __init__(self, mean: Tensor, std: Tensor, minstd: float = 0.1, maxstd: float = 1.0):
+        mean, std = full_precision(mean), full_precision(std)
         super().__init__(mean.tanh(), (maxstd - minstd) * torch.sigmoid(std + 2.0) + minstd)
 
 
@@ -385,6 +398,7 @@ class TruncatedNormal:
     """
 
     def __init__(self, loc: Tensor, scale: Tensor, low: float = -1.0, high: float = 1.0):
+        loc, scale = full_precision(loc), full_precision(scale)
         self.loc, self.scale, self.low, self.high = loc, scale, low, high
         self._alpha = (low - loc) / scale
         self._beta = (high - loc) / scale
@@ -434,7 +448,7 @@ class Bernoulli(torch.distributions.Bernoulli):
     """
 
     def __init__(self, logits: Tensor):
-        super().__init__(logits=logits, validate_args=False)
+        super().__init__(logits=full_precision(logits), validate_args=False)
 
     @property
     def mode(self) -> Tensor:

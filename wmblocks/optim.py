@@ -93,9 +93,11 @@ class ClippedOptimizer:
 def adam(params: Iterable[nn.Parameter], cfg: AdamConfig) -> ClippedOptimizer:
     """torch Adam (no coupled L2 term) behind global-norm clipping at ``cfg.clip``; a
     nonzero ``cfg.weight_decay`` multiplies the parameters by ``1 - weight_decay`` before
-    each Adam step, as DreamerV2 does (:class:`ClippedOptimizer`)."""
+    each Adam step, as DreamerV2 does (:class:`ClippedOptimizer`). torch's fused Adam
+    kernel (CPU and CUDA): one kernel per step, and its step counts stay on the device,
+    where the foreach version reads them back to the host every step."""
     params = [p for p in params]
-    opt = torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps, foreach=True)
+    opt = torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps, fused=True)
     return ClippedOptimizer(params, opt, cfg.clip, cfg.weight_decay)
 
 

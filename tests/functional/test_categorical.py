@@ -1,9 +1,11 @@
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.strategies import seeded_randn
 from wmblocks.functional import (
+    onehot,
     onehot_straight_through,
     sample_onehot,
     unimix_logits,
@@ -41,3 +43,11 @@ def test_samples_follow_the_probabilities():
     # Chi-square with 3 dof; 16.27 is its 0.999 quantile.
     chi2 = ((counts - n * probs) ** 2 / (n * probs)).sum()
     assert chi2 < 16.27, chi2
+
+
+@given(st.integers(1, 9), st.integers(0, 2**31 - 1))
+def test_onehot_equals_torch_one_hot(classes, seed):
+    index = torch.randint(0, classes, (4, 5), generator=torch.Generator().manual_seed(seed))
+    out = onehot(index, classes, torch.float64)
+    assert out.dtype == torch.float64
+    assert torch.equal(out, F.one_hot(index, classes).double())

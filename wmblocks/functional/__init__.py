@@ -8,6 +8,7 @@ from wmblocks.functional.actor import (
     rho_mix,
 )
 from wmblocks.functional.categorical import (
+    onehot,
     onehot_straight_through,
     sample_onehot,
     straight_through,
@@ -50,6 +51,7 @@ __all__ = [
     "kl_normal",
     "lambda_return",
     "lambda_return_v1",
+    "onehot",
     "onehot_straight_through",
     "percentile_ema",
     "reinforce_loss",

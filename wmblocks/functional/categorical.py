@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -41,7 +40,18 @@ def sample_onehot(probs: Tensor, generator: torch.Generator | None = None) -> Te
         probs.shape[:-1], dtype=probs.dtype, device=probs.device, generator=generator
     )
     index = (cdf <= (uniform * cdf[..., -1]).unsqueeze(-1)).sum(-1)
-    return F.one_hot(index.clamp(max=probs.shape[-1] - 1), probs.shape[-1]).to(probs.dtype)
+    return onehot(index.clamp(max=probs.shape[-1] - 1), probs.shape[-1], probs.dtype)
+
+
+def onehot(index: Tensor, classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """One-hot ``[..., classes]`` of integer ``index`` ``[...]`` (values in [0, classes)).
+
+    Written as a comparison with ``arange(classes)``: unlike ``F.one_hot``, which reads
+    the index's maximum back to the host to check it, this never synchronises (the
+    training update must not) and compiles to one fused kernel.
+    """
+    arange = torch.arange(classes, device=index.device)
+    return (index.unsqueeze(-1) == arange).to(dtype)
 
 
 def straight_through(onehot: Tensor, probs: Tensor) -> Tensor:

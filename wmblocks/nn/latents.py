@@ -13,8 +13,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from wmblocks.dists import OneHotStraightThrough
-from wmblocks.functional.categorical import onehot_straight_through, straight_through, unimix_probs
+from wmblocks.dists import OneHotStraightThrough, full_precision
+from wmblocks.functional.categorical import (
+    onehot,
+    onehot_straight_through,
+    straight_through,
+    unimix_probs,
+)
 from wmblocks.functional.kl import kl_categorical, kl_normal
 from wmblocks.nn.layers import init_linear_
 
@@ -34,7 +39,8 @@ class GaussianLatentHead(nn.Module):
         init_linear_(self.linear)
 
     def forward(self, x: Tensor) -> Tensor:
-        mean, std = self.linear(x).unflatten(-1, (2, self.stoch)).unbind(-2)
+        # Statistics in float32 (also under bf16 autocast): the KL and sampling maths.
+        mean, std = full_precision(self.linear(x)).unflatten(-1, (2, self.stoch)).unbind(-2)
         return torch.stack([mean, F.softplus(std) + self.min_std], -2)
 
     @staticmethod
@@ -82,16 +88,17 @@ class CategoricalLatentHead(nn.Module):
         init_linear_(self.linear, out_scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        return rearrange(self.linear(x), "... (s c) -> ... s c", s=self.stoch)
+        # Logits in float32 (also under bf16 autocast): the KL and sampling maths.
+        return rearrange(full_precision(self.linear(x)), "... (s c) -> ... s c", s=self.stoch)
 
     def sample(self, stats: Tensor) -> Tensor:
-        onehot = onehot_straight_through(unimix_probs(stats, self.unimix))
-        return rearrange(onehot, "... s c -> ... (s c)")
+        sample = onehot_straight_through(unimix_probs(stats, self.unimix))
+        return rearrange(sample, "... s c -> ... (s c)")
 
     def mode(self, stats: Tensor) -> Tensor:
         probs = unimix_probs(stats, self.unimix)
-        onehot = F.one_hot(probs.argmax(-1), self.classes).to(probs.dtype)
-        return rearrange(straight_through(onehot, probs), "... s c -> ... (s c)")
+        onehot_mode = onehot(probs.argmax(-1), self.classes, probs.dtype)
+        return rearrange(straight_through(onehot_mode, probs), "... s c -> ... (s c)")
 
     def kl(self, post: Tensor, prior: Tensor) -> Tensor:
         if self.unimix:

@@ -7,16 +7,33 @@ import math
 import torch
 from torch import Tensor, nn
 
+from wmblocks.dists import full_precision
+
 NORMS = ("rms", "layer", "none")
 ACTS = ("silu", "elu", "gelu", "relu")
+
+
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` computed in float32 (as the reference's norms), also under bf16
+    autocast; the next layer casts back. A no-op cast in float32 training."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(full_precision(x))
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` computed in float32, also under bf16 autocast (see RMSNorm)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(full_precision(x))
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:
     """``"rms"`` (V3-2024, eps 1e-4), ``"layer"`` (V2 / V3-2023, eps 1e-3) or ``"none"``."""
     if kind == "rms":
-        return nn.RMSNorm(dim, eps=1e-4)
+        return RMSNorm(dim, eps=1e-4)
     if kind == "layer":
-        return nn.LayerNorm(dim, eps=1e-3)
+        return LayerNorm(dim, eps=1e-3)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}; choose one of {NORMS}")

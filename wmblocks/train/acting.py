@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from wmblocks.nn.rssm import features
 from wmblocks.nn.world_model import WorldModel
+from wmblocks.train.speed import compiled
 
 
 class LatentPolicy:
@@ -16,14 +17,23 @@ class LatentPolicy:
     ``__call__(obs, is_first, greedy)`` with ``obs`` a dict of ``[N, ...]`` tensors and
     ``is_first`` ``[N]`` returns an action ``[N, A]`` (one-hot for discrete; clipped to
     [-1, 1] for continuous, the exploration noise of V1 included if ``noise > 0``).
+    With ``compile``, the step (:meth:`step`) is one ``torch.compile``-d call.
     """
 
     def __init__(
-        self, wm: WorldModel, actor: nn.Module, action_dim: int, discrete: bool, noise: float = 0.0
+        self,
+        wm: WorldModel,
+        actor: nn.Module,
+        action_dim: int,
+        discrete: bool,
+        noise: float = 0.0,
+        compile: bool = False,
     ):
         self.wm, self.actor = wm, actor
         self.action_dim, self.discrete, self.noise = action_dim, discrete, noise
         self.state: tuple[Tensor, Tensor, Tensor] | None = None
+        # One call for all N environments: encoder, one filtering step, the policy.
+        self._step = compiled(self.step, compile)
 
     def reset(self) -> None:
         self.state = None
@@ -36,21 +46,35 @@ class LatentPolicy:
             raise RuntimeError("LatentPolicy.latent is read before the first action")
         return self.state[0], self.state[1]
 
-    @torch.no_grad()
-    def __call__(self, obs: dict[str, Tensor], is_first: Tensor, greedy: bool = False) -> Tensor:
+    def step(
+        self,
+        obs: dict[str, Tensor],
+        is_first: Tensor,
+        deter: Tensor,
+        stoch: Tensor,
+        prev: Tensor,
+        greedy: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One acting step, a pure function of its inputs (what ``compile`` compiles):
+        ``obs`` ``[N, ...]`` per key, ``is_first`` ``[N]``, the previous posterior
+        ``deter`` ``[N, D]``, ``stoch`` ``[N, Z]`` and action ``prev`` ``[N, A]`` ->
+        the new ``(deter, stoch, action)``."""
         embed = self.wm.encoder(obs)
-        n = embed.shape[0]
-        if self.state is None:
-            deter, stoch = self.wm.rssm.initial(n)
-            self.state = (deter, stoch, embed.new_zeros(n, self.action_dim))
-        deter, stoch, prev = self.state
         deter, stoch = self.wm.rssm.obs_step(deter, stoch, prev, embed, is_first)
         dist = self.actor(features(deter, stoch))
         action = dist.mode if greedy else dist.sample()
-        action = action.detach()
+        action = action.detach().to(prev.dtype)
         if not self.discrete:
             if self.noise and not greedy:
                 action = action + self.noise * torch.randn_like(action)
             action = action.clamp(-1.0, 1.0)
-        self.state = (deter, stoch, action)
-        return action
+        return deter, stoch, action
+
+    @torch.no_grad()
+    def __call__(self, obs: dict[str, Tensor], is_first: Tensor, greedy: bool = False) -> Tensor:
+        if self.state is None:
+            n = is_first.shape[0]
+            deter, stoch = self.wm.rssm.initial(n)
+            self.state = (deter, stoch, deter.new_zeros(n, self.action_dim))
+        self.state = self._step(obs, is_first, *self.state, greedy=greedy)
+        return self.state[2]

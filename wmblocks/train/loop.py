@@ -45,6 +45,7 @@ from wmblocks.train.config import load_config, option, parse_config, save_config
 from wmblocks.train.envs import Envs, video_frame
 from wmblocks.train.logging import MetricsLog, Progress, plot_returns
 from wmblocks.train.replay import SequenceReplay
+from wmblocks.train.speed import use_compile
 from wmblocks.train.video import open_loop, write_video
 
 
@@ -71,6 +72,18 @@ class LoopConfig:
     )
     seed: int = option(0, "random seed (environment, networks, sampling)")
     device: str = option("auto", "cpu, cuda, or auto (cuda when available)")
+    compile: str = option(
+        "auto",
+        "torch.compile the update's losses (and their backward) and the acting step: on, "
+        "off, or auto (on for CUDA; on a CPU the first compile costs about a minute)",
+        choices=["auto", "on", "off"],
+    )
+    precision: str = option(
+        "auto",
+        "autocast of the update's forward: bf16 (float32 master weights; KL, twohot and "
+        "normaliser maths in float32), fp32, or auto (bf16 on CUDA, fp32 on CPU)",
+        choices=["auto", "fp32", "bf16"],
+    )
     steps: int = option(30_000, "total environment steps (frames: action repeats count)")
     action_repeat: int = option(
         0,
@@ -156,13 +169,15 @@ def evaluate(
     device: torch.device,
     mode: str = "sample",
     frames: list | None = None,
+    compile: bool = False,
 ) -> float:
     """Mean return over ``episodes`` episodes of ``env`` (its first environment),
     sampling the policy (``mode="sample"``, as the V3 reference evaluates) or acting
     with its mode (``"mode"``, as V1 and V2); no exploration noise either way. With a
     list as ``frames``, the first episode's observations are appended to it as RGB
-    frames (pixel environments; see :func:`~wmblocks.train.envs.video_frame`)."""
-    policy = LatentPolicy(agent.wm, agent.actor, env.action_dim, env.discrete)
+    frames (pixel environments; see :func:`~wmblocks.train.envs.video_frame`).
+    ``compile``: the acting step as one compiled call (see :class:`LatentPolicy`)."""
+    policy = LatentPolicy(agent.wm, agent.actor, env.action_dim, env.discrete, compile=compile)
     image = env.image_keys[0] if env.image_keys else None
     returns, total, row = [], 0.0, env.reset()
     while len(returns) < episodes:
@@ -287,7 +302,14 @@ class Trainer:
         updates per agent step once ``prefill`` environment steps are collected, log,
         evaluate (videos for pixel environments), save; plot at the end."""
         cfg, env, agent, count = self.cfg, self.env, self.agent, self.count
-        policy = LatentPolicy(agent.wm, agent.actor, env.action_dim, env.discrete, agent.noise)
+        policy = LatentPolicy(
+            agent.wm,
+            agent.actor,
+            env.action_dim,
+            env.discrete,
+            agent.noise,
+            compile=use_compile(cfg.compile, self.device),
+        )
         log = MetricsLog(self.run_dir, resume_step=count["steps"] if cfg.resume else None)
         progress = Progress(cfg.steps, start=count["steps"])
         metrics: dict[str, Tensor] = {}
@@ -371,7 +393,15 @@ class Trainer:
         cfg, agent = self.cfg, self.agent
         record = cfg.video and bool(self.eval_env.image_keys)
         frames: list | None = [] if record else None
-        ret = evaluate(agent, self.eval_env, cfg.eval_episodes, self.device, cfg.eval_mode, frames)
+        ret = evaluate(
+            agent,
+            self.eval_env,
+            cfg.eval_episodes,
+            self.device,
+            cfg.eval_mode,
+            frames,
+            compile=use_compile(cfg.compile, self.device),
+        )
         if record:
             videos = os.path.join(self.run_dir, "videos")
             write_video(os.path.join(videos, f"eval_{steps}.mp4"), frames)

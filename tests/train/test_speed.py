@@ -1,0 +1,125 @@
+"""The speed switches of a training update (wmblocks.train.speed): no host
+synchronisation inside any recipe's update, bf16 autocast close to float32, and
+torch.compile giving the eager losses, parameters and actions without graph breaks
+beyond the two designed ones (the RSSM loops, left to Python)."""
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch._dynamo.utils import counters
+
+from tests.helpers import random_batch, with_context
+from tests.recipes.test_blocks import build
+from wmblocks.train.acting import LatentPolicy
+from wmblocks.train.speed import HostSyncError, amp_dtype, forbid_host_sync, use_compile
+
+AGENTS = [
+    ("dreamer_v3", "CartPole-v1", ()),
+    ("dreamer_v3", "Pendulum-v1", ("--revision", "2023")),
+    ("dreamer_v2", "CartPole-v1", ()),
+    ("dreamer_v2", "Pendulum-v1", ()),
+    ("dreamer_v1", "Pendulum-v1", ()),
+    ("dreamer_v1", "Pendulum-v1", ("--objective", "nce")),
+]
+
+
+def test_forbid_host_sync_catches_reads_of_tensor_values():
+    x = torch.randn(4)
+    for read in (
+        lambda: x.sum().item(),
+        lambda: bool(x.sum() > 0),
+        lambda: F.one_hot(torch.tensor([1, 2]), 3),  # checks the index range on the host
+        lambda: torch.nonzero(x),
+    ):
+        with pytest.raises(HostSyncError), forbid_host_sync():
+            read()
+    with forbid_host_sync():  # plain device maths passes
+        (x.softmax(-1) * 2).cumsum(-1)
+
+
+@pytest.mark.parametrize(("recipe", "env_id", "args"), AGENTS)
+def test_updates_never_synchronise_with_the_host(recipe, env_id, args):
+    agent, env = build(recipe, env_id, *args, "--compile", "off")
+    batch = with_context(random_batch(env.obs_shapes, env.action_dim, B=3, T=6), agent)
+    agent.update(batch.clone())  # first update: lazy state (optimiser moments)
+    with forbid_host_sync():
+        metrics = agent.update(batch.clone())
+    assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in metrics.values())
+
+
+@pytest.mark.parametrize(("recipe", "env_id", "args"), AGENTS)
+def test_bf16_autocast_stays_close_to_float32(recipe, env_id, args):
+    torch.manual_seed(0)
+    fp32, env = build(recipe, env_id, *args, "--precision", "fp32")
+    torch.manual_seed(0)
+    bf16, _ = build(recipe, env_id, *args, "--precision", "bf16")
+    batch = with_context(random_batch(env.obs_shapes, env.action_dim, B=3, T=6), fp32)
+    for _ in range(2):
+        torch.manual_seed(1)
+        ref = fp32.update(batch.clone())
+        torch.manual_seed(1)
+        low = bf16.update(batch.clone())
+    for name, value in ref.items():
+        assert low[name].dtype == torch.float32, name  # the loss maths stays float32
+        assert torch.isfinite(low[name]).all(), name
+        torch.testing.assert_close(low[name], value, rtol=0.05, atol=0.02, msg=name)
+    for p, q in zip(fp32.wm.parameters(), bf16.wm.parameters(), strict=True):
+        assert q.dtype == torch.float32  # master weights
+        torch.testing.assert_close(q, p, rtol=0.0, atol=5e-3)  # two Adam steps of lr <= 1e-3
+
+
+def test_choices_resolve_per_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not use_compile("auto", cpu) and use_compile("auto", cuda)
+    assert use_compile("on", cpu) and not use_compile("off", cuda)
+    assert amp_dtype("auto", cpu) is None and amp_dtype("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="compile must be one of"):
+        use_compile("yes", cpu)
+
+
+def _graph_breaks() -> list[str]:
+    """The reasons of the graph breaks dynamo met (one entry per distinct reason)."""
+    return list(counters["graph_break"])
+
+
+def test_compiled_update_and_acting_equal_eager(monkeypatch):
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # eager's RNG
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    eager, env = build("dreamer_v3", "CartPole-v1", "--compile", "off")
+    torch.manual_seed(0)
+    fast, _ = build("dreamer_v3", "CartPole-v1", "--compile", "on")
+    batch = with_context(random_batch(env.obs_shapes, env.action_dim, B=3, T=6), eager)
+    for i in range(3):
+        torch.manual_seed(i)
+        ref = eager.update(batch.clone())
+        torch.manual_seed(i)
+        out = fast.update(batch.clone())
+        for name, value in ref.items():
+            torch.testing.assert_close(out[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    for p, q in zip(eager.wm.parameters(), fast.wm.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6)
+    breaks = _graph_breaks()
+    assert all("torch.compiler.disable" in k for k in breaks), breaks  # only the two scans
+    skipped = {re.search(r"<function (\S+) at", k).group(1) for k in breaks}
+    assert sorted(skipped) == [
+        "RSSM._imagine_scan",
+        "RSSM._observe_scan",
+    ]
+    assert not counters["recompiles"], dict(counters["recompiles"])  # one graph per cell
+
+    obs = {k: torch.randn(2, *shape) for k, shape in env.obs_shapes.items()}
+    first = torch.tensor([True, False])
+    slow = LatentPolicy(eager.wm, eager.actor, env.action_dim, env.discrete)
+    compiled = LatentPolicy(eager.wm, eager.actor, env.action_dim, env.discrete, compile=True)
+    for step in range(3):
+        torch.manual_seed(10 + step)
+        a = slow(obs, first)
+        torch.manual_seed(10 + step)
+        b = compiled(obs, first)
+        torch.testing.assert_close(b, a)
+        torch.testing.assert_close(compiled.latent[0], slow.latent[0], rtol=1e-5, atol=1e-6)
+        first = torch.tensor([False, False])

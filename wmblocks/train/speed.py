@@ -1,0 +1,114 @@
+"""Speed switches of a training update: ``torch.compile``, bf16 autocast, and a guard
+that the update never synchronises with the host.
+
+A recipe splits its update into a forward function (every loss, returning the total
+loss and detached metrics) and the eager rest (backward, optimiser steps, target
+updates), and wraps the forward with :func:`compiled` and :func:`autocast`::
+
+    losses = compiled(losses, use_compile(cfg.compile, device))
+    with autocast(cfg.precision, device):
+        loss, metrics, aux = losses(batch)
+    loss.backward()
+
+Compiling the forward also compiles its backward (AOTAutograd). The RSSM's observe and
+imagination loops are left to Python on purpose (``wmblocks.nn.rssm``): torch.compile
+compiles the one-step cells once and calls them T and H times, so neither the graph
+nor the compile time grows with T or H. The optimisers stay eager: they are
+``foreach`` implementations already, and their Python step counters would make a
+compiled step recompile on every call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+COMPILE_CHOICES = ("auto", "on", "off")
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
+
+
+def use_compile(choice: str, device: torch.device) -> bool:
+    """Whether to compile: ``"on"``, ``"off"``, or ``"auto"`` = on CUDA only (on a CPU
+    the first compile costs about a minute, which a short run does not win back)."""
+    if choice not in COMPILE_CHOICES:
+        raise ValueError(f"compile must be one of {COMPILE_CHOICES}, got {choice!r}")
+    return choice == "on" or (choice == "auto" and device.type == "cuda")
+
+
+def compiled(fn: Callable, enabled: bool, **options) -> Callable:
+    """``torch.compile(fn, **options)`` when ``enabled``, else ``fn`` itself.
+
+    Shapes are static (``dynamic=False`` unless given): a recipe's batch, length and
+    horizon are fixed for a run, so one specialised graph is compiled per cell.
+    """
+    if not enabled:
+        return fn
+    return torch.compile(fn, **{"dynamic": False, **options})
+
+
+def amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: ``"bf16"`` -> bfloat16, ``"fp32"`` -> None (no autocast),
+    ``"auto"`` -> bfloat16 on CUDA devices that support it, else None."""
+    if choice not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {choice!r}")
+    if choice == "bf16":
+        return torch.bfloat16
+    if choice == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def autocast(choice: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast of the forward for ``choice`` (see :func:`amp_dtype`); parameters,
+    gradients and optimiser state stay float32 (master weights). The distributions
+    (:mod:`wmblocks.dists`, the latent heads) cast their logits and statistics to
+    float32, so the KL, twohot and return-normaliser maths run in full precision."""
+    dtype = amp_dtype(choice, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# aten ops that read a tensor's value back to the host: every .item(), bool(t), int(t),
+# float(t), and data-dependent output shapes.
+_SYNC_OPS = {
+    torch.ops.aten._local_scalar_dense.default,
+    torch.ops.aten.nonzero.default,
+    torch.ops.aten.masked_select.default,
+    torch.ops.aten.unique_consecutive.default,
+    torch.ops.aten._unique2.default,
+    torch.ops.aten.unique_dim.default,
+}
+
+
+class HostSyncError(RuntimeError):
+    """An operation inside :func:`forbid_host_sync` read a tensor value on the host."""
+
+
+class _ForbidSync(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in _SYNC_OPS:
+            raise HostSyncError(
+                f"{func} reads a tensor back to the host (on CUDA: a device "
+                "synchronisation) inside a section that must not; see the traceback"
+            )
+        if func is torch.ops.aten._to_copy.default:
+            src = args[0].device
+            dst = (kwargs or {}).get("device")
+            if dst is not None and torch.device(dst).type == "cpu" and src.type != "cpu":
+                raise HostSyncError(f"a copy from {src} to the CPU inside a sync-free section")
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def forbid_host_sync() -> Iterator[None]:
+    """Raise :class:`HostSyncError` at the first operation that reads a tensor value on
+    the host (``.item()``, ``bool(t)``, ``F.one_hot``'s range check, ``nonzero``,
+    ``unique``, a device-to-CPU copy) while the block runs. Eager code only: it watches
+    the aten dispatcher, which a compiled graph bypasses. Used by the tests to keep
+    every recipe's update free of host synchronisation."""
+    with _ForbidSync():
+        yield
