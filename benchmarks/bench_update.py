@@ -10,6 +10,7 @@ from all B*T states.
     python benchmarks/bench_update.py --revision 2023 --size S
     python benchmarks/bench_update.py --image 3 --discrete   # 64x64 RGB pixels (uint8), no vector
     python benchmarks/bench_update.py --image 4 --discrete --length 32   # MinAtar-like grids
+    python benchmarks/bench_update.py --compile on --precision bf16 --profile
 """
 
 from __future__ import annotations
@@ -39,6 +40,77 @@ def load_recipe(name: str):
     return module
 
 
+def build_update(
+    size: str = "1m",
+    revision: int = 2024,
+    batch: int = 16,
+    length: int = 64,
+    horizon: int = 15,
+    obs: int = 24,
+    image: int = 0,
+    actions: int = 6,
+    discrete: bool = False,
+    compile: str = "off",
+    precision: str = "fp32",
+    device: str = "cpu",
+    seed: int = 0,
+):
+    """``(update, params)``: ``update()`` runs the recipe's training update once on a
+    fixed random replay batch (cloned per call, as the loop hands a fresh batch);
+    ``params`` counts the world model, actor and critic parameters."""
+    torch.manual_seed(seed)
+    recipe = load_recipe("dreamer_v3")
+    cfg = recipe.Config(
+        size=size,
+        revision=revision,
+        batch=batch,
+        length=length,
+        horizon=horizon,
+        device=device,
+        compile=compile,
+        precision=precision,
+    )
+    space = gym.spaces.Discrete(actions) if discrete else gym.spaces.Box(-1.0, 1.0, (actions,))
+    shapes = {keys.OBS: (obs,)} if obs else {}
+    if image:
+        shapes["image"] = (image, 64, 64)
+    if not shapes:
+        raise ValueError("give an observation: obs > 0 and/or image > 0")
+    env = SimpleNamespace(
+        obs_shapes=shapes, action_dim=actions, action_space=space, discrete=discrete
+    )
+    dev = torch.device(device)
+    agent = recipe.build(cfg, env, dev)
+    B, T = batch, length + agent.replay_context
+    action = (
+        torch.nn.functional.one_hot(torch.randint(0, actions, (B, T)), actions).float()
+        if discrete
+        else torch.rand(B, T, actions) * 2 - 1
+    )
+    data = {k: torch.randn(B, T, *shape) for k, shape in shapes.items() if len(shape) == 1}
+    data |= {
+        k: torch.randint(0, 256, (B, T, *shape), dtype=torch.uint8)
+        for k, shape in shapes.items()
+        if len(shape) == 3
+    }
+    rows = {
+        **data,
+        keys.ACTION: action,
+        keys.REWARD: torch.randn(B, T),
+        keys.IS_FIRST: torch.rand(B, T) < 0.01,
+        keys.IS_TERMINAL: torch.zeros(B, T, dtype=torch.bool),
+        keys.IS_LAST: torch.zeros(B, T, dtype=torch.bool),
+    }
+    if agent.replay_context:  # the stored latents a chunk starts from
+        rows[keys.DETER] = torch.randn(B, T, agent.wm.rssm.deter).tanh()
+        rows[keys.STOCH] = torch.zeros(B, T, agent.wm.rssm.stoch_dim)
+    fixed = TensorDict(rows, [B, T], device=dev)
+    params = sum(
+        p.numel() for name in ("wm", "actor", "critic") for p in agent.modules[name].parameters()
+    )
+    return (lambda: agent.update(fixed.clone())), params
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -54,77 +126,51 @@ def main():
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--horizon", type=int, default=15)
+    parser.add_argument("--compile", default="off", choices=["off", "on"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="print the top aten ops")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    recipe = load_recipe("dreamer_v3")
-    cfg = recipe.Config(
-        size=args.size,
-        revision=args.revision,
-        batch=args.batch,
-        length=args.length,
-        horizon=args.horizon,
-        device="cpu",
-    )
-    space = (
-        gym.spaces.Discrete(args.actions)
-        if args.discrete
-        else gym.spaces.Box(-1.0, 1.0, (args.actions,))
-    )
-    shapes = {keys.OBS: (args.obs,)} if args.obs else {}
-    if args.image:
-        shapes["image"] = (args.image, 64, 64)
-    if not shapes:
+    if not (args.obs or args.image):
         parser.error("give an observation: --obs K and/or --image C")
-    env = SimpleNamespace(
-        obs_shapes=shapes,
-        action_dim=args.actions,
-        action_space=space,
-        discrete=args.discrete,
+    start = time.perf_counter()
+    update, params = build_update(
+        args.size,
+        args.revision,
+        args.batch,
+        args.length,
+        args.horizon,
+        args.obs,
+        args.image,
+        args.actions,
+        args.discrete,
+        args.compile,
+        args.precision,
     )
-    agent = recipe.build(cfg, env, torch.device("cpu"))
-    B, T = args.batch, args.length + agent.replay_context
-    action = (
-        torch.nn.functional.one_hot(torch.randint(0, args.actions, (B, T)), args.actions).float()
-        if args.discrete
-        else torch.rand(B, T, args.actions) * 2 - 1
-    )
-    obs = {k: torch.randn(B, T, *shape) for k, shape in shapes.items() if len(shape) == 1}
-    obs |= {
-        k: torch.randint(0, 256, (B, T, *shape), dtype=torch.uint8)
-        for k, shape in shapes.items()
-        if len(shape) == 3
-    }
-    rows = {
-        **obs,
-        keys.ACTION: action,
-        keys.REWARD: torch.randn(B, T),
-        keys.IS_FIRST: torch.rand(B, T) < 0.01,
-        keys.IS_TERMINAL: torch.zeros(B, T, dtype=torch.bool),
-        keys.IS_LAST: torch.zeros(B, T, dtype=torch.bool),
-    }
-    if agent.replay_context:  # the stored latents a chunk starts from
-        rows[keys.DETER] = torch.randn(B, T, agent.wm.rssm.deter).tanh()
-        rows[keys.STOCH] = torch.zeros(B, T, agent.wm.rssm.stoch_dim)
-    batch = TensorDict(rows, [B, T])
-
     times = []
     for i in range(args.warmup + args.reps):
-        start = time.perf_counter()
-        agent.update(batch.clone())
+        t = time.perf_counter()
+        update()
+        if i == 0:
+            first = time.perf_counter() - start
         if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    params = sum(
-        p.numel() for name in ("wm", "actor", "critic") for p in agent.modules[name].parameters()
-    )
+            times.append(time.perf_counter() - t)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            update()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     kind = "discrete" if args.discrete else "continuous"
-    observed = ", ".join(f"{k} {list(v)}" for k, v in shapes.items())
+    observed = f"vector {args.obs}" if args.obs else ""
+    observed += f" image {args.image}x64x64" if args.image else ""
     print(
-        f"DreamerV3 ({args.revision}) recipe update on {observed}, size {args.size} "
+        f"DreamerV3 ({args.revision}) recipe update on {observed.strip()}, size {args.size} "
         f"({params / 1e6:.2f} M params), {kind} actions, B{args.batch} T{args.length} "
-        f"H{args.horizon}, threads {torch.get_num_threads()}: "
-        f"median {statistics.median(times):.3f} s per update (min {min(times):.3f})"
+        f"H{args.horizon}, compile {args.compile}, {args.precision}, threads "
+        f"{torch.get_num_threads()}: median {statistics.median(times):.3f} s per update "
+        f"(min {min(times):.3f}); build + first update {first:.1f} s"
     )
 
 

@@ -51,9 +51,12 @@ def full_precision(x: Tensor) -> Tensor:
 class _TwoHot:
     """Shared body of the two twohot conventions: logits ``[..., K]`` over ``bins``
     ``[K]`` (a buffer of the head that made them); ``log_probs`` is computed once and
-    shared by every ``log_prob`` call (the critic's two targets use one log-softmax)."""
+    shared by every ``log_prob`` call (the critic's two targets use one log-softmax).
+    ``symmetric``: the bins are an odd grid antisymmetric about 0, so ``mean`` takes the
+    one-matmul path of :func:`~wmblocks.functional.twohot_decode` (heads check their
+    bins once when built; the default grids are symmetric for odd K)."""
 
-    def __init__(self, logits: Tensor, bins: Tensor):
+    def __init__(self, logits: Tensor, bins: Tensor, symmetric: bool = False):
         if bins.shape[-1] != logits.shape[-1]:
             raise ValueError(
                 f"{type(self).__name__}: logits have {logits.shape[-1]} classes but bins "
@@ -61,6 +64,7 @@ class _TwoHot:
             )
         self.logits = full_precision(logits)
         self.bins = bins
+        self.symmetric = symmetric
         self._log_probs: Tensor | None = None
 
     @property
@@ -92,14 +96,15 @@ class TwoHotSymlog(_TwoHot):
     values in ``tests/golden``.
     """
 
-    def __init__(self, logits: Tensor, bins: Tensor | None = None):
+    def __init__(self, logits: Tensor, bins: Tensor | None = None, symmetric: bool = False):
         if bins is None:
             bins = symexp_twohot_bins(logits.shape[-1], dtype=logits.dtype, device=logits.device)
-        super().__init__(logits, bins)
+            symmetric = bins.shape[0] % 2 == 1
+        super().__init__(logits, bins, symmetric)
 
     @property
     def mean(self) -> Tensor:
-        return twohot_decode(self.probs, self.bins)
+        return twohot_decode(self.probs, self.bins, self.symmetric)
 
     @property
     def mode(self) -> Tensor:
@@ -123,14 +128,15 @@ class TwoHotSymlog2023(_TwoHot):
     ``log_prob(y)`` = sum_i twohot(symlog(y))_i log softmax_i. Shapes ``[...]``.
     """
 
-    def __init__(self, logits: Tensor, bins: Tensor | None = None):
+    def __init__(self, logits: Tensor, bins: Tensor | None = None, symmetric: bool = False):
         if bins is None:
             bins = twohot_bins(logits.shape[-1], dtype=logits.dtype, device=logits.device)
-        super().__init__(logits, bins)
+            symmetric = bins.shape[0] % 2 == 1
+        super().__init__(logits, bins, symmetric)
 
     @property
     def mean(self) -> Tensor:
-        return symexp(twohot_decode(self.probs, self.bins))
+        return symexp(twohot_decode(self.probs, self.bins, self.symmetric))
 
     @property
     def mode(self) -> Tensor:

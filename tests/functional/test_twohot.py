@@ -4,6 +4,8 @@ from hypothesis import strategies as st
 
 from tests.strategies import floats, seeded_randn
 from wmblocks.functional import (
+    is_antisymmetric,
+    symexp_twohot_bins,
     twohot_bins,
     twohot_cross_entropy,
     twohot_decode,
@@ -61,11 +63,36 @@ def test_mirror_symmetric_probabilities_decode_to_exactly_zero(logits):
     assert torch.equal(twohot_decode(probs, BINS), torch.zeros(3))
 
 
-@given(seeded_randn((4, 255)))
-def test_symmetric_decode_equals_plain_expectation(logits):
+@given(seeded_randn((4, 255)), st.booleans())
+def test_symmetric_decode_equals_plain_expectation(logits, fast):
     bins = twohot_bins(dtype=torch.float64)
     probs = logits.softmax(-1)
-    torch.testing.assert_close(twohot_decode(probs, bins), (probs * bins).sum(-1))
+    expected = (probs * bins).sum(-1)
+    torch.testing.assert_close(twohot_decode(probs, bins, symmetric=fast), expected)
+
+
+@given(st.integers(1, 150), floats(-50, 50), seeded_randn((3, 301), dtype=torch.float32))
+def test_matmul_decode_keeps_exact_zeros(half, constant, logits):
+    num = 2 * half + 1
+    for bins in (twohot_bins(num), symexp_twohot_bins(num)):
+        assert is_antisymmetric(bins)
+        uniform = torch.full((2, num), constant).softmax(-1)
+        assert torch.equal(twohot_decode(uniform, bins, symmetric=True), torch.zeros(2))
+        sym = logits[:, :num] + logits[:, :num].flip(-1)
+        mirror = sym.softmax(-1)
+        assert torch.equal(twohot_decode(mirror, bins, symmetric=True), torch.zeros(3))
+        torch.testing.assert_close(
+            twohot_decode(logits[:, :num].softmax(-1), bins, symmetric=True),
+            twohot_decode(logits[:, :num].softmax(-1), bins),
+            rtol=1e-5,
+            atol=1e-5 * float(bins[-1]),
+        )
+
+
+def test_antisymmetry_check():
+    assert is_antisymmetric(twohot_bins()) and is_antisymmetric(symexp_twohot_bins())
+    assert not is_antisymmetric(twohot_bins(254))  # even: no zero middle bin
+    assert not is_antisymmetric(twohot_bins(255, -20.0, 10.0))
 
 
 def test_reference_values():

@@ -28,6 +28,7 @@ from wmblocks.functional.normalize import percentile_ema, return_scale
 from wmblocks.functional.returns import cumulative_discount, lambda_return, lambda_return_v1
 from wmblocks.functional.symlog import symexp, symlog
 from wmblocks.functional.twohot import (
+    is_antisymmetric,
     symexp_twohot_bins,
     twohot_bins,
     twohot_cross_entropy,
@@ -65,6 +66,7 @@ __all__ = [
     "symlog",
     "twohot_bins",
     "twohot_cross_entropy",
+    "is_antisymmetric",
     "twohot_decode",
     "twohot_encode",
     "twohot_log_prob",

@@ -139,28 +139,49 @@ def twohot_encode(x: Tensor, bins: Tensor) -> Tensor:
     return weights
 
 
-def twohot_decode(probs: Tensor, bins: Tensor) -> Tensor:
-    """Expected bin value ``sum_i p_i b_i`` summed symmetrically.
+def twohot_decode(probs: Tensor, bins: Tensor, symmetric: bool = False) -> Tensor:
+    """Expected bin value ``sum_i p_i b_i``, summed so that symmetry gives exactly 0.
 
     Args:
         probs: ``[..., K]`` probabilities over the bins.
         bins: ``[K]``.
+        symmetric: the caller guarantees an odd grid antisymmetric about a zero middle
+            bin (b_{m-j} == -b_{m+j} exactly, as :func:`twohot_bins` and
+            :func:`symexp_twohot_bins` build for odd K and low == -high; see
+            :func:`is_antisymmetric`). Not checked here: checking reads the bins back
+            to the host.
 
     Returns:
-        ``[...]``. The two halves are paired from the centre outwards (p_{m-j} b_{m-j} +
-        p_{m+j} b_{m+j}) before summing, so antisymmetric bins with uniform (or any
-        mirror-symmetric) probabilities give exactly 0, not a rounding residue: DreamerV3's
-        reward and value heads then predict exactly 0 at initialisation.
+        ``[...]``. With ``symmetric`` the sum is one subtraction and one matrix-vector
+        product, sum_j (p_{m+j} - p_{m-j}) b_{m+j}; otherwise the halves are paired from
+        the centre outwards (p_{m-j} b_{m-j} + p_{m+j} b_{m+j}) before summing. Either
+        way mirror-symmetric probabilities (e.g. uniform ones) on an antisymmetric grid
+        give exactly 0, not a rounding residue, so DreamerV3's reward and value heads
+        predict exactly 0 at initialisation.
     """
     num = bins.shape[0]
-    weighted = probs * bins
     half = num // 2
-    left = weighted[..., :half].flip(-1)
-    right = weighted[..., num - half :]
-    total = (left + right).sum(-1)
+    if symmetric:
+        diff = probs[..., num - half :] - probs[..., :half].flip(-1)
+        return diff @ bins[num - half :].to(diff.dtype)
+    weighted = probs * bins
+    total = (weighted[..., :half].flip(-1) + weighted[..., num - half :]).sum(-1)
     if num % 2 == 1:
         total = total + weighted[..., half]
     return total
+
+
+def is_antisymmetric(bins: Tensor) -> bool:
+    """Whether ``bins`` ``[K]`` is an odd grid with b_m == 0 and b_{m-j} == -b_{m+j}
+    exactly (the condition of ``twohot_decode(..., symmetric=True)``). Reads the bins on
+    the host: call it once when a head is built, not per step."""
+    num = bins.shape[0]
+    half = num // 2
+    return (
+        num % 2 == 1
+        and bool(bins[half] == 0)
+        and torch.equal(bins[:half].flip(0), -bins[num - half :])
+    )
 
 
 def twohot_cross_entropy(logits: Tensor, target: Tensor, bins: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from wmblocks.dists import Bernoulli, TwoHotSymlog, TwoHotSymlog2023, UnitNormal
-from wmblocks.functional.twohot import symexp_twohot_bins, twohot_bins
+from wmblocks.functional.twohot import is_antisymmetric, symexp_twohot_bins, twohot_bins
 from wmblocks.nn.layers import MLP
 
 TWOHOT_BINS = {TwoHotSymlog: symexp_twohot_bins, TwoHotSymlog2023: twohot_bins}
@@ -57,9 +57,10 @@ class TwoHotHead(nn.Module):
         )
         self.dist = dist
         self.register_buffer("bins", TWOHOT_BINS[dist](bins), persistent=False)
+        self.symmetric = is_antisymmetric(self.bins)  # checked once: decode by one matmul
 
     def forward(self, feat: Tensor):
-        return self.dist(self.mlp(feat), self.bins)
+        return self.dist(self.mlp(feat), self.bins, self.symmetric)
 
 
 class ScalarHead(nn.Module):
