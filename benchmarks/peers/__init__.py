@@ -1,0 +1,1 @@
+"""Peer implementations that the benchmarks compare wmblocks against."""
