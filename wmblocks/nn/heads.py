@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from wmblocks.dists import Bernoulli, TwoHotSymlog, TwoHotSymlog2023, UnitNormal
@@ -56,8 +57,10 @@ class TwoHotHead(nn.Module):
             in_dim, bins, units=units, layers=layers, norm=norm, act=act, out_scale=out_scale
         )
         self.dist = dist
-        self.register_buffer("bins", TWOHOT_BINS[dist](bins), persistent=False)
-        self.symmetric = is_antisymmetric(self.bins)  # checked once: decode by one matmul
+        with torch.device("cpu"):  # real values, also when built under a meta device
+            grid = TWOHOT_BINS[dist](bins)
+        self.symmetric = is_antisymmetric(grid)  # checked once: decode by one matmul
+        self.register_buffer("bins", grid, persistent=False)
 
     def forward(self, feat: Tensor):
         return self.dist(self.mlp(feat), self.bins, self.symmetric)
