@@ -3,6 +3,7 @@
     python benchmarks/compare.py                          # size 1m, B16 T64 H15, 3 rounds
     python benchmarks/compare.py --sizes 1m XS --rounds 5 --compile
     python benchmarks/compare.py --threads 2 --reps 10 --out docs/compare.md
+    python benchmarks/compare.py --sheeprl                # also sheeprl 0.8.4, own venv
 
 Each measurement is a fresh subprocess (one implementation at a time, nothing else
 running), and the rounds interleave the implementations so a slow period of the
@@ -15,6 +16,13 @@ resident memory, and the FLOPs of one update (``torch.utils.flop_counter``, coun
 on the eager update: compilation does not change the maths). A matmul worker measures
 this machine's float32 matmul peak in the same run, so GFLOP/s can be read against it.
 The table reports the median over rounds of each worker's median.
+
+With ``--sheeprl`` the rounds also time sheeprl 0.8.4's DreamerV3 update
+(``benchmarks/peers/sheeprl_v3.py``; "sheeprl" is its classic ``dreamer_v3``, whose
+1m has a full GRU and twice the parameters, "sheeprl-2024" its ``dreamer_v3_5``, the
+2024 design with exactly wmblocks' parameter counts), run by the Python of a virtual environment of
+its own (``--sheeprl-venv``; created by ``benchmarks/peers/sheeprl_venv.sh`` with
+torch pinned to this one's version when missing): sheeprl is never imported here.
 """
 
 from __future__ import annotations
@@ -109,11 +117,27 @@ def worker(args) -> dict:
     return row
 
 
+def sheeprl_python(venv: str) -> str:
+    """The sheeprl venv's interpreter, creating the venv first when it is missing."""
+    python = os.path.join(venv, "bin", "python")
+    if not os.path.exists(python):
+        script = os.path.join(ROOT, "benchmarks", "peers", "sheeprl_venv.sh")
+        print(f"creating the sheeprl venv at {venv} ({script})", flush=True)
+        subprocess.run(["bash", script, venv], check=True)
+    return python
+
+
 def run_worker(impl: str, size: str, discrete: bool, compiled: bool, args) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, "--threads"]
-    cmd += [str(args.threads), "--reps", str(args.reps), "--warmup", str(args.warmup)]
-    cmd += ["--sizes", size] + (["--discrete"] if discrete else [])
-    cmd += ["--compile"] if compiled else []
+    common = ["--threads", str(args.threads), "--reps", str(args.reps)]
+    common += ["--warmup", str(args.warmup)] + (["--discrete"] if discrete else [])
+    if impl.startswith("sheeprl"):  # sheeprl: its DreamerV3; sheeprl-2024: its dreamer_v3_5
+        script = os.path.join(ROOT, "benchmarks", "peers", "sheeprl_v3.py")
+        algo = "dreamer_v3_5" if impl == "sheeprl-2024" else "dreamer_v3"
+        cmd = [sheeprl_python(args.sheeprl_venv), script, "--size", size, "--algo", algo]
+        cmd += common
+    else:
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, "--sizes", size]
+        cmd += common + (["--compile"] if compiled else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
@@ -133,6 +157,10 @@ def main() -> None:
     parser.add_argument("--discrete", action="store_true", help="only discrete actions")
     parser.add_argument("--continuous", action="store_true", help="only continuous actions")
     parser.add_argument("--compile", action="store_true", help="also wmblocks compiled")
+    parser.add_argument("--sheeprl", action="store_true", help="also sheeprl 0.8.4 (own venv)")
+    parser.add_argument(
+        "--sheeprl-venv", default=os.path.join(os.path.dirname(ROOT), "sheeprl-venv")
+    )
     parser.add_argument("--out", default="", help="also write the table (markdown) here")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -144,9 +172,9 @@ def main() -> None:
     kinds = [True, False]
     if args.discrete != args.continuous:
         kinds = [args.discrete]
-    runs = [("wmblocks", False), ("torchrl", False)] + (
-        [("wmblocks", True)] if args.compile else []
-    )
+    runs = [("wmblocks", False), ("torchrl", False)]
+    runs += [("wmblocks", True)] if args.compile else []
+    runs += [("sheeprl", False), ("sheeprl-2024", False)] if args.sheeprl else []
     results: dict[tuple, list[dict]] = {}
     peaks = []
     for r in range(args.rounds):
