@@ -23,6 +23,7 @@ Reads top to bottom: configuration, the blocks, one training update; the shared 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -87,6 +88,13 @@ class Config(LoopConfig):
     critic_lr: float = option(V1_OPTIM["critic"].lr, "critic Adam learning rate")
     logdir: str = option(
         "runs/dreamer_v1", "run directory (config, metrics, plot, checkpoint, replay)"
+    )
+    # Network sizes: a resumed run must keep them (--resume refuses a change).
+    fixed_on_resume: ClassVar[tuple[str, ...]] = LoopConfig.fixed_on_resume + (
+        "deter",
+        "stoch",
+        "units",
+        "objective",
     )
 
 

@@ -22,6 +22,7 @@ top to bottom: configuration, the blocks, one training update; the shared loop
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -84,6 +85,15 @@ class Config(LoopConfig):
     critic_lr: float = option(V2_OPTIM["critic"].lr, "critic Adam learning rate")
     logdir: str = option(
         "runs/dreamer_v2", "run directory (config, metrics, plot, checkpoint, replay)"
+    )
+    # Network sizes: a resumed run must keep them (--resume refuses a change).
+    fixed_on_resume: ClassVar[tuple[str, ...]] = LoopConfig.fixed_on_resume + (
+        "deter",
+        "hidden",
+        "stoch",
+        "classes",
+        "units",
+        "discount_head",
     )
 
 

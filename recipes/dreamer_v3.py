@@ -19,6 +19,7 @@ metrics.jsonl, returns.png, checkpoint.pt and the replay buffer.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -56,6 +57,8 @@ class Config(LoopConfig):
     logdir: str = option(
         "runs/dreamer_v3", "run directory (config, metrics, plot, checkpoint, replay)"
     )
+    # Network sizes: a resumed run must keep them (--resume refuses a change).
+    fixed_on_resume: ClassVar[tuple[str, ...]] = LoopConfig.fixed_on_resume + ("size", "revision")
 
 
 # The 2024 reference's settings per suite (dreamerv3 configs.yaml: its default size is

@@ -1,5 +1,6 @@
 """End-to-end: each recipe in a subprocess (learning itself is a benchmark)."""
 
+import json
 import os
 
 import pytest
@@ -113,3 +114,37 @@ def test_help_lists_every_option(recipe, own):
     assert "replayed steps trained on per agent step" in out
     # the docstring's example commands keep their own lines
     assert f"\n    python recipes/{recipe}.py " in out
+
+
+def test_resume_keeps_the_saved_options_and_refuses_size_changes(tmp_path):
+    d = str(tmp_path / "keep")
+    args = [*tiny("dreamer_v3"), "--eval-every", "0", "--save-every", "150", "--logdir", d]
+    run("dreamer_v3", *args, "--steps", "150")
+    # No --steps: the run's own 150, not the default 30,000 (nothing left to do).
+    proc = run("dreamer_v3", "--resume", "--logdir", d)
+    assert "150/150 env steps" in proc.stderr
+    saved = json.load(open(os.path.join(d, "config.json")))
+    assert saved["steps"] == 150 and saved["batch"] == 4 and saved["size"] == "debug"
+    before = os.path.getmtime(os.path.join(d, "checkpoint.pt"))
+    for flag, value in (("--size", "1m"), ("--envs", "2")):
+        proc = run("dreamer_v3", "--resume", "--logdir", d, flag, value, check=False)
+        assert proc.returncode == 2 and f"cannot change on --resume: {flag}" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert os.path.getmtime(os.path.join(d, "checkpoint.pt")) == before
+    # Given options are taken: --steps extends, --batch changes (no size involved).
+    run("dreamer_v3", "--resume", "--logdir", d, "--steps", "200", "--batch", "3")
+    saved = json.load(open(os.path.join(d, "config.json")))
+    assert saved["steps"] == 200 and saved["batch"] == 3 and saved["length"] == 16
+
+
+def test_given_options_are_only_the_flags_on_the_command_line():
+    from tests.recipes.common import load
+    from wmblocks.train.config import given_options
+
+    config = load("dreamer_v3").Config
+    assert given_options(config, ["--steps", "5", "--no-video", "--size", "1m"]) == {
+        "steps",
+        "video",
+        "size",
+    }
+    assert given_options(config, []) == set()

@@ -69,6 +69,17 @@ def parse_config(
     return cls(**vars(args))
 
 
+def given_options(cls, argv: list[str] | None = None) -> set[str]:
+    """The field names of ``cls`` set explicitly on the command line ``argv`` (what
+    ``--resume`` takes over a saved run's values; defaults and suite presets are not
+    "given")."""
+    parser = _parser(cls, "", {})
+    for action in parser._actions:
+        if action.dest != "help":
+            action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
 def save_config(config, path: str) -> None:
     with open(path, "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=1)

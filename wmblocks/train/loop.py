@@ -30,6 +30,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDictBase
@@ -41,7 +42,13 @@ from wmblocks.nn.world_model import WorldModel
 from wmblocks.optim import ClippedOptimizer
 from wmblocks.train.acting import LatentPolicy
 from wmblocks.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from wmblocks.train.config import load_config, option, parse_config, save_config
+from wmblocks.train.config import (
+    given_options,
+    load_config,
+    option,
+    parse_config,
+    save_config,
+)
 from wmblocks.train.envs import Envs, video_frame
 from wmblocks.train.logging import MetricsLog, Progress, plot_returns
 from wmblocks.train.replay import SequenceReplay
@@ -119,7 +126,15 @@ class LoopConfig:
     )
     log_every: int = option(1000, "environment steps between metric lines")
     save_every: int = option(10_000, "environment steps between checkpoints (and at the end)")
-    resume: bool = option(False, "continue the run in --logdir from its checkpoint")
+    resume: bool = option(
+        False,
+        "continue the run in --logdir from its checkpoint, with its saved options except "
+        "those given on this command line (e.g. --steps to extend it)",
+    )
+
+    # Options a run cannot change on --resume (replay layout, environment); each recipe
+    # adds its network sizes.
+    fixed_on_resume: ClassVar[tuple[str, ...]] = ("env", "envs", "action_repeat", "capacity")
 
 
 @dataclasses.dataclass
@@ -228,6 +243,35 @@ def _crossed(before: int, after: int, every: int) -> bool:
     return every > 0 and before // every != after // every
 
 
+def resumed_config(saved: LoopConfig, cfg: LoopConfig, given: set[str] | None) -> LoopConfig:
+    """The configuration of a resumed run: the ``saved`` one, with the options ``given``
+    on the command line taken from ``cfg`` (``None``: those where ``cfg`` differs from
+    the class defaults). Changing an option of ``fixed_on_resume`` is a
+    :class:`~wmblocks.errors.UserError` naming it and both values."""
+    if given is None:
+        given = {
+            f.name
+            for f in dataclasses.fields(cfg)
+            if f.default is not dataclasses.MISSING and getattr(cfg, f.name) != f.default
+        }
+    given = set(given) - {"resume", "logdir"}
+    fixed = [
+        k
+        for k in type(saved).fixed_on_resume
+        if k in given and getattr(cfg, k) != getattr(saved, k)
+    ]
+    if fixed:
+        changes = ", ".join(
+            f"--{k.replace('_', '-')} {getattr(cfg, k)!r} (the run has {getattr(saved, k)!r})"
+            for k in fixed
+        )
+        raise UserError(
+            f"cannot change on --resume: {changes}; drop the flag, or start a new run in "
+            "another --logdir"
+        )
+    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in given}, resume=True)
+
+
 class Trainer:
     """Owns the run directory, the environments, the replay and the counters of one run.
 
@@ -236,14 +280,20 @@ class Trainer:
     runs to ``cfg.steps`` environment steps. An existing run is never overwritten.
     """
 
-    def __init__(self, config_cls: type, cfg: LoopConfig, build: Callable[..., Agent]):
+    def __init__(
+        self,
+        config_cls: type,
+        cfg: LoopConfig,
+        build: Callable[..., Agent],
+        given: set[str] | None = None,
+    ):
         run_dir = cfg.logdir
         self.ckpt_path = os.path.join(run_dir, "checkpoint.pt")
         ckpt = None
         if cfg.resume:
             ckpt = load_checkpoint(self.ckpt_path)
             saved = load_config(config_cls, os.path.join(run_dir, "config.json"))
-            cfg = dataclasses.replace(saved, steps=cfg.steps, device=cfg.device, resume=True)
+            cfg = resumed_config(saved, cfg, given)
         elif os.path.exists(self.ckpt_path):
             raise UserError(
                 f"{run_dir} already holds a run; pass --resume to continue it, or choose "
@@ -445,10 +495,11 @@ def run(
     and printed at start."""
     try:
         cfg = parse_config(config_cls, argv, description, suites)
+        given = given_options(config_cls, argv)
         if cfg.suite:
             preset = ", ".join(f"{k}={v}" for k, v in (suites or {})[cfg.suite].items())
             print(f"{name}: --suite {cfg.suite}: {preset} (explicit flags win)", flush=True)
-        trainer = Trainer(config_cls, cfg, build)
+        trainer = Trainer(config_cls, cfg, build, given)
         try:
             trainer.train()
         finally:
