@@ -42,7 +42,7 @@ sys.path.insert(0, ROOT)
 SETUP = {"batch": 16, "length": 64, "horizon": 15, "obs": 24, "actions": 6}
 
 
-def _flops(update) -> int:
+def count_flops(update) -> int:
     """FLOPs of one ``update()``: torch.utils.flop_counter's per-op formulas (matmuls,
     convolutions, attention, forward and backward), summed by a dispatch mode of our
     own: FlopCounterMode's module tracker cannot walk torchrl's TensorDict modules."""
@@ -113,7 +113,7 @@ def worker(args) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if not args.compiled:
-        row["flops"] = _flops(update)
+        row["flops"] = count_flops(update)
     return row
 
 

@@ -11,14 +11,14 @@ from tests.recipes.common import ROOT
 
 sys.path.insert(0, ROOT)
 
-from benchmarks.compare import _build, _flops  # noqa: E402
+from benchmarks.compare import _build, count_flops  # noqa: E402
 
 
 def test_flop_count_of_a_matmul_and_its_backward():
     a = torch.randn(8, 16, requires_grad=True)
     b = torch.randn(16, 4)
     # forward 2*8*16*4; backward: the gradient of a only (b needs none), 2*8*4*16
-    assert _flops(lambda: (a @ b).sum().backward()) == 2 * (2 * 8 * 16 * 4)
+    assert count_flops(lambda: (a @ b).sum().backward()) == 2 * (2 * 8 * 16 * 4)
 
 
 @pytest.mark.parametrize("discrete", [True, False])

@@ -100,8 +100,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -360,29 +362,10 @@ def _record_losses(fabric) -> list:
     return losses
 
 
-def _flops(update) -> int:
-    """FLOPs of one ``update()``: torch.utils.flop_counter's per-op formulas summed over
-    the aten ops by a small dispatch mode (as benchmarks/compare.py's ``_flops``)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
-
-    class Count(TorchDispatchMode):
-        total = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            formula = flop_registry.get(func._overloadpacket)
-            if formula is not None:
-                Count.total += formula(*args, **kwargs, out_val=out)
-            return out
-
-    with Count():
-        update()
-    return Count.total
-
-
-SETUP = {"batch": 16, "length": 64, "horizon": 15, "obs": 24, "actions": 6}
+# The FLOP counter and the benchmark's sizes are compare.py's own (it imports only the
+# standard library at module level, so this venv can load it without wmblocks).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmarks.compare import SETUP, count_flops  # noqa: E402
 
 
 def main() -> None:
@@ -436,7 +419,7 @@ def main() -> None:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if not args.no_flops:
-        row["flops"] = _flops(update)
+        row["flops"] = count_flops(update)
     print(json.dumps(row))
 
 
