@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import resource
 import statistics
 import sys
 import time
@@ -28,6 +29,7 @@ import torch
 from tensordict import TensorDict
 
 from wmblocks import keys
+from wmblocks.train.speed import tune_host_allocator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -131,7 +133,14 @@ def main():
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="print the top aten ops")
+    parser.add_argument(
+        "--stock-allocator",
+        action="store_true",
+        help="keep glibc's malloc defaults (the training loop tunes them: "
+        "wmblocks.train.speed.tune_host_allocator)",
+    )
     args = parser.parse_args()
+    tuned = False if args.stock_allocator else tune_host_allocator()
     if not (args.obs or args.image):
         parser.error("give an observation: --obs K and/or --image C")
     start = time.perf_counter()
@@ -148,14 +157,16 @@ def main():
         args.compile,
         args.precision,
     )
-    times = []
+    times, faults = [], 0
     for i in range(args.warmup + args.reps):
         t = time.perf_counter()
+        f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         update()
         if i == 0:
             first = time.perf_counter() - start
         if i >= args.warmup:
             times.append(time.perf_counter() - t)
+            faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -168,9 +179,11 @@ def main():
     print(
         f"DreamerV3 ({args.revision}) recipe update on {observed.strip()}, size {args.size} "
         f"({params / 1e6:.2f} M params), {kind} actions, B{args.batch} T{args.length} "
-        f"H{args.horizon}, compile {args.compile}, {args.precision}, threads "
+        f"H{args.horizon}, compile {args.compile}, {args.precision}, "
+        f"{'tuned' if tuned else 'stock'} allocator, threads "
         f"{torch.get_num_threads()}: median {statistics.median(times):.3f} s per update "
-        f"(min {min(times):.3f}); build + first update {first:.1f} s"
+        f"(min {min(times):.3f}), {faults // args.reps:,} page faults per update; build + "
+        f"first update {first:.1f} s"
     )
 
 

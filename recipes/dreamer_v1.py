@@ -36,7 +36,7 @@ from wmblocks.losses import (
     world_model_loss_v1,
     world_model_loss_v1_nce,
 )
-from wmblocks.optim import V1_OPTIM, adam
+from wmblocks.optim import V1_OPTIM, adam, step_if_finite
 from wmblocks.train.config import option
 from wmblocks.train.envs import Envs
 from wmblocks.train.loop import Agent, LoopConfig, run
@@ -95,6 +95,14 @@ class Config(LoopConfig):
         "stoch",
         "units",
         "objective",
+    )
+    minimums: ClassVar[dict[str, int]] = {
+        **LoopConfig.minimums,
+        **dict.fromkeys(("deter", "stoch", "units", "horizon"), 1),
+    }
+    positive: ClassVar[tuple[str, ...]] = (
+        *LoopConfig.positive,
+        *("model_lr", "actor_lr", "critic_lr"),
     )
 
 
@@ -155,8 +163,9 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
         with autocast(cfg.precision, device):
             loss, metrics = forward(batch)
         loss.backward()
-        for name, opt in opts.items():
-            metrics[f"grad_norm/{name}"] = opt.step()
+        skipped, norms = step_if_finite(opts, loss)  # a non-finite loss or gradient: no step
+        metrics.update({f"grad_norm/{name}": norm for name, norm in norms.items()})
+        metrics["train/skipped"] = skipped.float()
         return metrics
 
     modules = {"wm": wm, "actor": actor, "critic": critic}

@@ -35,7 +35,7 @@ from wmblocks.losses import (
     world_model_loss_v2,
 )
 from wmblocks.nn import SlowCritic
-from wmblocks.optim import V2_OPTIM, adam
+from wmblocks.optim import V2_OPTIM, adam, step_if_finite
 from wmblocks.train.config import option
 from wmblocks.train.envs import Envs
 from wmblocks.train.loop import Agent, LoopConfig, run
@@ -94,6 +94,14 @@ class Config(LoopConfig):
         "classes",
         "units",
         "discount_head",
+    )
+    minimums: ClassVar[dict[str, int]] = {
+        **LoopConfig.minimums,
+        **dict.fromkeys(("deter", "hidden", "stoch", "classes", "units", "horizon"), 1),
+    }
+    positive: ClassVar[tuple[str, ...]] = (
+        *LoopConfig.positive,
+        *("model_lr", "actor_lr", "critic_lr"),
     )
 
 
@@ -175,9 +183,10 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
         with autocast(cfg.precision, device):
             loss, metrics = forward(batch)
         loss.backward()
-        for name, opt in opts.items():
-            metrics[f"grad_norm/{name}"] = opt.step()
-        slow.update(critic)
+        skipped, norms = step_if_finite(opts, loss)  # a non-finite loss or gradient: no step
+        slow.update(critic, skipped)
+        metrics.update({f"grad_norm/{name}": norm for name, norm in norms.items()})
+        metrics["train/skipped"] = skipped.float()
         return metrics
 
     return Agent(

@@ -31,6 +31,7 @@ from wmblocks.losses import (
     world_model_loss_v3,
 )
 from wmblocks.nn import ReturnNormalizer, SlowCritic, refresh_context_, split_context
+from wmblocks.optim import step_if_finite
 from wmblocks.train.config import option
 from wmblocks.train.envs import Envs
 from wmblocks.train.loop import Agent, LoopConfig, run
@@ -59,6 +60,8 @@ class Config(LoopConfig):
     )
     # Network sizes: a resumed run must keep them (--resume refuses a change).
     fixed_on_resume: ClassVar[tuple[str, ...]] = LoopConfig.fixed_on_resume + ("size", "revision")
+    minimums: ClassVar[dict[str, int]] = {**LoopConfig.minimums, "horizon": 1}
+    positive: ClassVar[tuple[str, ...]] = (*LoopConfig.positive, "lr")
 
 
 # The 2024 reference's settings per suite (dreamerv3 configs.yaml: its default size is
@@ -140,15 +143,18 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
     forward = compiled(losses, use_compile(cfg.compile, device))
 
     def update(batch) -> dict[str, torch.Tensor]:
+        kept = normalizer.state()  # the losses update it; a skipped update restores it
         with autocast(cfg.precision, device):
             loss, metrics, context = forward(batch)
         loss.backward()
-        for opt in opts.values():
-            metrics["grad_norm"] = opt.step()
-        slow.update(critic)
+        skipped, norms = step_if_finite(opts, loss)  # a non-finite loss or gradient: no step
+        normalizer.restore_(kept, skipped)
+        slow.update(critic, skipped)
         if rev.replay_context:
-            refresh_context_(batch, context)
+            refresh_context_(batch, context, skipped)
+        metrics.update({f"grad_norm/{name}": norm for name, norm in norms.items()})
         metrics["ac/scale"] = normalizer.scale()
+        metrics["train/skipped"] = skipped.float()
         return metrics
 
     return Agent(

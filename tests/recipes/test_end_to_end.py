@@ -26,7 +26,7 @@ def test_smoke_run_writes_everything_and_resume_continues(tmp_path, recipe):
     ckpt = torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False)
     assert ckpt["count"]["steps"] == 300 and ckpt["count"]["updates"] > 0
     updates, seconds = ckpt["count"]["updates"], ckpt["count"]["seconds"]
-    added = ckpt["replay_added"]
+    added = ckpt["replay"]["added"]
     assert seconds > 0
 
     # A crash after the checkpoint leaves rows the resumed run will repeat: set aside.
@@ -38,8 +38,11 @@ def test_smoke_run_writes_everything_and_resume_continues(tmp_path, recipe):
         assert "12345.0" in f.read()
     ckpt = torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False)
     assert ckpt["count"]["steps"] == 500
+    # The replay lives once, in replay/: checkpoints record its write position only.
+    assert [n for n in os.listdir(d) if n.startswith("replay")] == ["replay"]
+    assert os.path.getsize(os.path.join(d, "checkpoint.pt")) < 20e6
     # Ratio 64 / (4 * 16): one update per agent step (one replay row each).
-    assert ckpt["count"]["updates"] - updates == ckpt["replay_added"] - added >= 100
+    assert ckpt["count"]["updates"] - updates == ckpt["replay"]["added"] - added >= 100
     later = [r for r in rows(d) if "updates" in r and r["step"] > 300]
     assert later and min(r["updates"] for r in later) > updates
     assert "500/500 env steps" in proc.stderr

@@ -36,7 +36,8 @@ def test_evaluates_a_checkpoint_and_reports_clear_errors(tmp_path):
 
     wrong = evaluate(d, "--recipe", "dreamer_v2", "--episodes", "1")
     assert wrong.returncode == 2 and "does not match this recipe" in wrong.stderr
+    # The recipe comes from the checkpoint: a directory without one says so.
     unnamed = evaluate(str(tmp_path), "--episodes", "1")
-    assert unnamed.returncode == 2 and "pass --recipe" in unnamed.stderr
+    assert unnamed.returncode == 2 and "has no checkpoint.pt" in unnamed.stderr
     missing = evaluate(str(tmp_path / "dreamer_v3-none"), "--episodes", "1")
     assert missing.returncode == 2 and "Traceback" not in missing.stderr

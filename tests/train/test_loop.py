@@ -54,7 +54,7 @@ def test_updates_follow_the_train_ratio_after_prefill(tmp_path, ratio, prefill):
     assert {keys.REWARD, keys.IS_FIRST, keys.IS_TERMINAL} <= set(batch.keys())
     ckpt = torch.load(os.path.join(tmp_path / "run", "checkpoint.pt"), weights_only=False)
     assert ckpt["count"]["steps"] == 260 and ckpt["count"]["updates"] == len(seen)
-    assert ckpt["replay_added"] == 260 + 1  # Pendulum: one episode end (200) stored twice
+    assert ckpt["replay"]["added"] == 260 + 1  # Pendulum: one episode end (200) stored twice
 
 
 def test_windows_carry_episode_starts(tmp_path):

@@ -3,7 +3,10 @@ synchronisation inside any recipe's update, bf16 autocast close to float32, and
 torch.compile giving the eager losses, parameters and actions without graph breaks
 beyond the two designed ones (the RSSM loops, left to Python)."""
 
+import platform
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -123,3 +126,46 @@ def test_compiled_update_and_acting_equal_eager(monkeypatch):
         torch.testing.assert_close(b, a)
         torch.testing.assert_close(compiled.latent[0], slow.latent[0], rtol=1e-5, atol=1e-6)
         first = torch.tensor([False, False])
+
+
+_MALLINFO = """
+import ctypes, sys, torch
+from wmblocks.train.speed import tune_host_allocator
+
+class Info(ctypes.Structure):  # glibc's struct mallinfo2
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+applied = tune_host_allocator() if sys.argv[1] == "tuned" else None
+before = libc.mallinfo2()
+x = torch.empty(4 << 20)  # a 16 MiB activation
+held = libc.mallinfo2()
+del x
+freed = libc.mallinfo2()
+mib = 1 << 20
+print(applied, (held.hblkhd - before.hblkhd) // mib, (freed.arena - before.arena) // mib)
+"""
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
+)
+def test_tuned_allocator_keeps_large_tensors_in_the_reusable_heap():
+    """Stock glibc serves a fresh process's 16 MiB tensor with its own mmap (unmapped
+    on free, so the next one is faulted in and zeroed again); tuned, it comes from the
+    heap and stays there when freed. (The page faults this saves per update are
+    measured by benchmarks/bench_update.py --stock-allocator.)"""
+
+    def run(mode):
+        out = subprocess.run(
+            [sys.executable, "-c", _MALLINFO, mode], capture_output=True, text=True, check=True
+        )
+        applied, mapped, heap_kept = out.stdout.split()
+        return applied, int(mapped), int(heap_kept)
+
+    stock, tuned = run("stock"), run("tuned")
+    assert stock[1] >= 16, stock  # its own mapping
+    assert tuned[0] == "True" and tuned[1] == 0, tuned  # from the heap
+    assert tuned[2] >= 16, tuned  # and the heap keeps it after the free

@@ -51,15 +51,16 @@ def test_replay_windows_are_consecutive_and_never_span_the_write_cursor(tmp_path
         obs = replay.sample()[keys.OBS][..., 0]
         assert obs.shape == (8, 4)
         assert torch.equal(obs.diff(dim=1), torch.ones(8, 3)), obs
-    replay.save(str(tmp_path / "saved"))
-    other = SequenceReplay(capacity=20, directory=str(tmp_path / "other"), batch=8, length=4)
-    other.load(str(tmp_path / "saved"), replay.added)
+    other = SequenceReplay.reopen(20, str(tmp_path), 8, 4, envs=1, added=replay.added)
     assert len(other) == len(replay) == 20 and other.added == 33
+    for _ in range(20):  # the reopened buffer knows where its cursor is
+        obs = other.sample()[keys.OBS][..., 0]
+        assert torch.equal(obs.diff(dim=1), torch.ones(8, 3)), obs
 
 
 def test_checkpoints_are_atomic_and_errors_are_actionable(tmp_path):
     path = str(tmp_path / "ckpt.pt")
-    save_checkpoint(path, {"a": torch.ones(2)})
+    save_checkpoint(path, {"a": torch.ones(2), "count": {"steps": 0}})
     with open(path + ".tmp", "wb") as f:  # a crash mid-write leaves only a temp file
         f.write(b"half")
     assert torch.equal(load_checkpoint(path)["a"], torch.ones(2))

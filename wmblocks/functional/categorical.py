@@ -36,9 +36,10 @@ def sample_onehot(probs: Tensor, generator: torch.Generator | None = None) -> Te
     """
     probs = probs.detach()
     cdf = probs.cumsum(-1)
-    uniform = torch.rand(
-        probs.shape[:-1], dtype=probs.dtype, device=probs.device, generator=generator
-    )
+    # The generator only when given: ``torch.rand(..., generator=None)`` dispatches to
+    # an overload that torch.export cannot trace with a dynamic batch size.
+    extra = {} if generator is None else {"generator": generator}
+    uniform = torch.rand(probs.shape[:-1], dtype=probs.dtype, device=probs.device, **extra)
     index = (cdf <= (uniform * cdf[..., -1]).unsqueeze(-1)).sum(-1)
     return onehot(index.clamp(max=probs.shape[-1] - 1), probs.shape[-1], probs.dtype)
 

@@ -39,11 +39,20 @@ class TwoHotCritic(TwoHotHead):
 
 
 @torch.no_grad()
-def ema_update_(target: nn.Module, source: nn.Module, rate: float) -> None:
-    """``target <- (1 - rate) target + rate source`` for every parameter (rate 1 copies)."""
+def ema_update_(
+    target: nn.Module, source: nn.Module, rate: float, skip: Tensor | None = None
+) -> None:
+    """``target <- (1 - rate) target + rate source`` for every parameter (rate 1 copies).
+
+    ``skip`` (``[]`` bool, an update skipped for a non-finite loss): the rate becomes
+    ``rate * (1 - skip)``, so a skipped update leaves ``target`` exactly as it was,
+    decided on the device (no host sync)."""
     tgt = [p for p in target.parameters()]
     src = [p.detach() for p in source.parameters()]
-    if rate == 1.0:
+    if skip is not None and tgt:
+        weight = (~skip).to(tgt[0].dtype) * rate  # [] rate, or 0 when skipped
+        torch._foreach_lerp_(tgt, src, [weight] * len(tgt))
+    elif rate == 1.0:
         torch._foreach_copy_(tgt, src)
     else:
         torch._foreach_lerp_(tgt, src, rate)
@@ -58,7 +67,9 @@ class SlowCritic(nn.Module):
         every: update every this many calls (V3: 1; V2: 100).
 
     ``forward`` evaluates the copy; it has no trainable parameters. The call counter is
-    a Python int (no host sync) saved in the state dict.
+    a Python int (no host sync) saved in the state dict. ``update(critic, skip)`` with a
+    true ``skip`` (``[]`` bool tensor) leaves the copy as it is (:func:`ema_update_`);
+    the call still counts (V2: a skipped 100th call postpones the copy to the 200th).
     """
 
     def __init__(self, critic: nn.Module, rate: float, every: int = 1):
@@ -70,10 +81,10 @@ class SlowCritic(nn.Module):
     def forward(self, feat: Tensor):
         return self.critic(feat)
 
-    def update(self, critic: nn.Module) -> None:
+    def update(self, critic: nn.Module, skip: Tensor | None = None) -> None:
         self.calls += 1
         if self.calls % self.every == 0:
-            ema_update_(self.critic, critic, self.rate)
+            ema_update_(self.critic, critic, self.rate, skip)
 
     def get_extra_state(self) -> Any:
         return {"calls": self.calls}

@@ -13,7 +13,9 @@ class ReturnNormalizer(nn.Module):
 
     ``update(returns)`` takes R^lambda of any shape and returns the new scale
     ``max(limit, high - low)`` (a ``[]`` tensor on the buffers' device; no host sync).
-    ``scale()`` reads it without updating.
+    ``scale()`` reads it without updating. ``state()`` copies the EMA and
+    ``restore_(state, skip)`` puts the copy back where ``skip`` (``[]`` bool) is true:
+    an update skipped for a non-finite loss leaves no trace in the EMA.
     """
 
     def __init__(
@@ -36,6 +38,16 @@ class ReturnNormalizer(nn.Module):
         self.low.copy_(low)
         self.high.copy_(high)
         return self.scale()
+
+    def state(self) -> tuple[Tensor, Tensor]:
+        """A copy of the EMA ``(low, high)``, each ``[]``, for :meth:`restore_`."""
+        return self.low.clone(), self.high.clone()
+
+    @torch.no_grad()
+    def restore_(self, state: tuple[Tensor, Tensor], skip: Tensor) -> None:
+        """``(low, high) <- state`` where ``skip`` (``[]`` bool), on the device."""
+        self.low.copy_(torch.where(skip, state[0], self.low))
+        self.high.copy_(torch.where(skip, state[1], self.high))
 
     def scale(self) -> Tensor:
         return return_scale(self.low, self.high, self.limit)

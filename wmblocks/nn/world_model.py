@@ -43,13 +43,19 @@ def split_context(batch: TensorDictBase) -> tuple[TensorDictBase, Start]:
 
 
 @torch.no_grad()
-def refresh_context_(batch: TensorDictBase, observed: TensorDictBase) -> None:
+def refresh_context_(
+    batch: TensorDictBase, observed: TensorDictBase, skip: Tensor | None = None
+) -> None:
     """Write the posterior latents of an observed chunk (``observed[DETER]``,
     ``observed[STOCH]`` ``[B, T, .]``) into rows 1..T of the ``[B, 1 + T]`` ``batch``
     in place, for the loop to store back into replay (the reference refreshes the
-    stored latents after each update)."""
-    batch[keys.DETER][:, 1:] = observed[keys.DETER].to(batch[keys.DETER].dtype)
-    batch[keys.STOCH][:, 1:] = observed[keys.STOCH].to(batch[keys.STOCH].dtype)
+    stored latents after each update). Where ``skip`` (``[]`` bool: an update skipped
+    for a non-finite loss, whose latents may be NaN) the stored latents stay."""
+    for key in (keys.DETER, keys.STOCH):
+        new = observed[key].to(batch[key].dtype)
+        if skip is not None:
+            new = torch.where(skip, batch[key][:, 1:], new)
+        batch[key][:, 1:] = new
 
 
 class WorldModel(nn.Module):

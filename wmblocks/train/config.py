@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
+import sys
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -13,8 +15,55 @@ from wmblocks.errors import UserError
 
 
 def option(default, help: str, **kwargs):  # noqa: A002
-    """A dataclass field with a help text for the command line."""
+    """A dataclass field with a help text for the command line. ``choices=[...]``
+    restricts its values; ``min=x`` makes values below x an error (:func:`check`)."""
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line (``prog: error: ...``, exit 2), with the closest option names
+    for a misspelled flag, instead of argparse's usage block."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments:"):
+            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            hints = []
+            for word in message.split(":", 1)[1].split():
+                if word.startswith("-"):
+                    close = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.6)
+                    if close:
+                        hints.append(f"{word} -> {close[0]}?")
+            if hints:
+                message += f" (did you mean: {', '.join(hints)})"
+            message += "; --help lists every option"
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def check(config) -> None:
+    """Raise :class:`~wmblocks.errors.UserError` for the first field of ``config`` of the
+    wrong type (a hand-edited ``config.json``), outside its ``choices``, below its
+    minimum (``option(min=...)`` or the class's ``minimums`` mapping) or not greater
+    than 0 (the class's ``positive`` names), naming the flag."""
+    hints = typing.get_type_hints(type(config))
+    minimums = getattr(type(config), "minimums", {})
+    positive = getattr(type(config), "positive", ())
+    for f in dataclasses.fields(config):
+        value, kind, flag = getattr(config, f.name), hints[f.name], "--" + f.name.replace("_", "-")
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+            setattr(config, f.name, value)
+        if kind in (int, float, str, bool) and (
+            not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))
+        ):
+            raise UserError(f"{flag} must be {kind.__name__}, got {value!r}")
+        low = f.metadata.get("min", minimums.get(f.name))
+        if low is not None and value < low:
+            raise UserError(f"{flag} must be at least {low}, got {value}")
+        if f.name in positive and not value > 0:
+            raise UserError(f"{flag} must be greater than 0, got {value}")
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise UserError(f"{flag} must be one of {list(f.metadata['choices'])}, got {value!r}")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -23,7 +72,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def _parser(cls, description: str, defaults: Mapping[str, Any]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    parser = _Parser(description=description, formatter_class=_HelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         name = "--" + f.name.replace("_", "-")
@@ -66,7 +115,9 @@ def parse_config(
                 )
             defaults = suites[suite]
     args = _parser(cls, description, defaults).parse_args(argv)
-    return cls(**vars(args))
+    config = cls(**vars(args))
+    check(config)
+    return config
 
 
 def given_options(cls, argv: list[str] | None = None) -> set[str]:
@@ -91,7 +142,14 @@ def load_config(cls, path: str):
     try:
         with open(path) as f:
             data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read the run's configuration {path} ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"the run's configuration {path} is not a JSON object of options")
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    config = cls(**{k: v for k, v in data.items() if k in names})
+    try:
+        check(config)
+    except UserError as e:
+        raise UserError(f"the run's configuration {path} is invalid: {e}") from None
+    return config

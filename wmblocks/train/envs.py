@@ -30,7 +30,43 @@ def make_env(env_id: str, seed: int, action_repeat: int, episode_steps: int = 0)
     from wmblocks.envs import make
 
     env = make(env_id, seed=seed, action_repeat=action_repeat)
-    return gym.wrappers.TimeLimit(env, episode_steps) if episode_steps > 0 else env
+    env = gym.wrappers.TimeLimit(env, episode_steps) if episode_steps > 0 else env
+    return CheckShapes(env, env_id)
+
+
+class CheckShapes(gym.Wrapper):
+    """Raise :class:`~wmblocks.errors.UserError` when an observation's shape is not
+    the one its observation space declares (naming the environment, the key, both
+    shapes and the episode step), before gymnasium's vector env fails to stack it."""
+
+    def __init__(self, env: gym.Env, env_id: str):
+        super().__init__(env)
+        self.env_id, self.t = env_id, 0
+
+    def _check(self, obs):
+        space = self.observation_space
+        items = obs.items() if isinstance(space, gym.spaces.Dict) else [("observation", obs)]
+        spaces = space.spaces if isinstance(space, gym.spaces.Dict) else {"observation": space}
+        for key, value in items:
+            want = spaces[key].shape if key in spaces else None
+            if want is not None and np.shape(value) != tuple(want):
+                raise UserError(
+                    f"environment {self.env_id!r} returned {key!r} of shape "
+                    f"{list(np.shape(value))} at step {self.t} of its episode, but its "
+                    f"observation space has shape {list(want)}: observation shapes must "
+                    "not change"
+                )
+        return obs
+
+    def reset(self, **kwargs):
+        self.t = 0
+        obs, info = self.env.reset(**kwargs)
+        return self._check(obs), info
+
+    def step(self, action):
+        self.t += 1
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._check(obs), reward, terminated, truncated, info
 
 
 class Envs:
@@ -52,6 +88,13 @@ class Envs:
     Environment i is made with seed ``seed + i``, and reset with it; ``parallel=True``
     gives the same rows as ``parallel=False`` for the same seed. ``episode_steps > 0``
     truncates episodes after that many agent steps.
+
+    Non-finite values: a NaN or inf in a float observation or the reward raises a
+    :class:`~wmblocks.errors.UserError` naming the environment, its step and the key,
+    before the row reaches anyone (the replay). With ``sanitize``, such values are
+    replaced instead (:func:`finite_values`: NaN -> 0, +-inf -> the float32 limits,
+    clipped to the observation space's bounds) and counted in ``sanitized`` (values
+    replaced since construction). ``step_count`` counts the calls of :meth:`step`.
     """
 
     def __init__(
@@ -62,6 +105,7 @@ class Envs:
         action_repeat: int = 0,
         parallel: bool | None = None,
         episode_steps: int = 0,
+        sanitize: bool = False,
     ):
         if n < 1:
             raise UserError(f"--envs must be >= 1, got {n}")
@@ -84,6 +128,8 @@ class Envs:
         self.episode_logs: dict[int, dict[str, float]] = {}
         self._last = np.zeros(n, bool)
         self._seeded = False
+        self.sanitize, self.sanitized, self.step_count = sanitize, 0, 0
+        self._episode_step = np.zeros(n, int)  # steps since each environment's reset
 
     @property
     def image_keys(self) -> list[str]:
@@ -101,14 +147,20 @@ class Envs:
         row[keys.IS_LAST] = torch.as_tensor(np.asarray(terminated, bool) | truncated)
         return row
 
-    def reset(self) -> dict[str, Tensor]:
-        """Start a new episode in every environment (seeded on the first call)."""
-        obs, _ = self.env.reset(seed=None if self._seeded else self.seed)
+    def reset(self, seed: int | None = None) -> dict[str, Tensor]:
+        """Start a new episode in every environment: seeded with ``seed`` when given
+        (environment i with ``seed + i``), else with the constructor's seed on the
+        first call and unseeded after it."""
+        if seed is None and not self._seeded:
+            seed = self.seed
+        obs, _ = self.env.reset(seed=seed)
         self._seeded = True
         self.frames, self.episode_logs = 0, {}
         self._last = np.zeros(self.n, bool)
+        self._episode_step = np.zeros(self.n, int)
         zeros = np.zeros(self.n, bool)
-        return self._rows(obs, np.zeros(self.n, np.float32), zeros, zeros, np.ones(self.n, bool))
+        row = self._rows(obs, np.zeros(self.n, np.float32), zeros, zeros, np.ones(self.n, bool))
+        return self._finite(row, "on reset")
 
     def step(self, action: Tensor) -> dict[str, Tensor]:
         """One step of every environment with ``action [n, A]``; see the class doc."""
@@ -119,6 +171,8 @@ class Envs:
             env_action = (a + 1.0) / 2.0 * (self._high - self._low) + self._low
         obs, reward, terminated, truncated, info = self.env.step(env_action)
         first = self._last  # these environments reset on this step (NEXT_STEP autoreset)
+        self.step_count += 1
+        self._episode_step = np.where(first, 0, self._episode_step + 1)
         terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
         self._last = terminated | truncated
         frames = np.asarray(info.get("frames", np.ones(self.n, int)))
@@ -132,7 +186,38 @@ class Envs:
             }
             for i in np.flatnonzero(self._last)
         }
-        return self._rows(obs, reward, terminated, truncated, first)
+        row = self._rows(obs, reward, terminated, truncated, first)
+        return self._finite(row, f"at its step {self.step_count}")
+
+    def _finite(self, row: dict[str, Tensor], when: str) -> dict[str, Tensor]:
+        """``row`` with every float value finite: a non-finite one raises (naming the
+        environment, ``when``, the episode step and the key) or, with ``sanitize``, is
+        replaced and counted. A few cheap host checks per row (CPU tensors)."""
+        space = self.env.single_observation_space
+        for key, value in row.items():
+            if not value.is_floating_point():
+                continue
+            bad = ~torch.isfinite(value)
+            if not bad.any():
+                continue
+            if not self.sanitize:
+                raise self._nonfinite_error(key, value, bad, when)
+            bounds = None
+            if key in space.spaces and hasattr(space[key], "low"):
+                bounds = (torch.as_tensor(space[key].low), torch.as_tensor(space[key].high))
+            row[key] = finite_values(value, bad, bounds)
+            self.sanitized += int(bad.sum())
+        return row
+
+    def _nonfinite_error(self, key: str, value: Tensor, bad: Tensor, when: str) -> UserError:
+        i = int(torch.nonzero(bad.reshape(self.n, -1).any(1))[0, 0])  # the first such env
+        first = float(value[i][bad[i]].reshape(-1)[0])
+        return UserError(
+            f"environment {self.env_id!r} (#{i} of {self.n}, seed {self.seed + i}) returned "
+            f"{first} in {key!r} {when} (step {int(self._episode_step[i])} of its episode); "
+            "stopped before it reaches the replay. Fix the environment, or pass --sanitize "
+            "to replace NaN by 0 and inf by the float32 limits (counted as env/sanitized)"
+        )
 
     def random_action(self) -> Tensor:
         """A uniformly random agent-space action ``[n, A]``."""
@@ -143,6 +228,19 @@ class Envs:
 
     def close(self) -> None:
         self.env.close()
+
+
+def finite_values(x: Tensor, bad: Tensor, bounds: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """``x`` with its ``bad`` (non-finite) entries replaced: NaN -> 0, +inf -> the
+    dtype's largest finite value, -inf -> its lowest (``torch.nan_to_num``), then
+    clipped to ``bounds = (low, high)`` (an observation space's Box, shapes broadcast
+    to ``x``; infinite bounds clip nothing). Entries not ``bad`` are left as they are,
+    even outside the bounds."""
+    fixed = torch.nan_to_num(x, nan=0.0)
+    if bounds is not None:
+        low, high = (b.to(x.dtype) for b in bounds)
+        fixed = torch.maximum(torch.minimum(fixed, high), low)
+    return torch.where(bad, fixed, x)
 
 
 def video_frame(image: Tensor | np.ndarray) -> np.ndarray:

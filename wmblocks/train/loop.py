@@ -24,9 +24,7 @@ the continue/discount heads.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -41,7 +39,13 @@ from wmblocks.errors import UserError
 from wmblocks.nn.world_model import WorldModel
 from wmblocks.optim import ClippedOptimizer
 from wmblocks.train.acting import LatentPolicy
-from wmblocks.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from wmblocks.train.checkpoint import (
+    NAME,
+    load_checkpoint,
+    rng_state,
+    rotate_checkpoints,
+    set_rng_state,
+)
 from wmblocks.train.config import (
     given_options,
     load_config,
@@ -50,9 +54,10 @@ from wmblocks.train.config import (
     save_config,
 )
 from wmblocks.train.envs import Envs, video_frame
+from wmblocks.train.guards import SkippedUpdates
 from wmblocks.train.logging import MetricsLog, Progress, plot_returns
 from wmblocks.train.replay import SequenceReplay
-from wmblocks.train.speed import use_compile
+from wmblocks.train.speed import tune_host_allocator, use_compile
 from wmblocks.train.video import open_loop, write_video
 
 
@@ -124,8 +129,30 @@ class LoopConfig:
         "pixel environments: write each evaluation's first episode and an open-loop "
         "prediction of the world model as videos (run directory, videos/)",
     )
+    sanitize: bool = option(
+        False,
+        "replace NaN / inf in environment observations and rewards (NaN -> 0, inf -> the "
+        "float32 limits, clipped to the observation space) and count them (env/sanitized) "
+        "instead of stopping with an error naming the environment, step and key",
+    )
+    max_skipped_in_row: int = option(
+        100,
+        "stop the run (keeping the last checkpoint) after this many updates in a row with "
+        "a non-finite loss or gradient; each such update is skipped and counted "
+        "(train/skipped_updates); 0: never stop",
+    )
     log_every: int = option(1000, "environment steps between metric lines")
     save_every: int = option(10_000, "environment steps between checkpoints (and at the end)")
+    keep: int = option(
+        1,
+        "checkpoints kept: checkpoint.pt and the keep - 1 before it (checkpoint_<steps>.pt); "
+        "the replay is never copied, whatever the number",
+    )
+    deterministic: bool = option(
+        False,
+        "deterministic algorithms (torch.use_deterministic_algorithms): with a fixed seed "
+        "on CPU, the same run twice gives identical metrics",
+    )
     resume: bool = option(
         False,
         "continue the run in --logdir from its checkpoint, with its saved options except "
@@ -135,6 +162,25 @@ class LoopConfig:
     # Options a run cannot change on --resume (replay layout, environment); each recipe
     # adds its network sizes.
     fixed_on_resume: ClassVar[tuple[str, ...]] = ("env", "envs", "action_repeat", "capacity")
+    # Bounds checked when the options are parsed or loaded (wmblocks.train.config.check);
+    # recipes add theirs.
+    minimums: ClassVar[dict[str, int]] = {
+        "envs": 1,
+        "episode_steps": 0,
+        "steps": 1,
+        "action_repeat": 0,
+        "batch": 1,
+        "length": 1,
+        "prefill": 0,
+        "capacity": 1,
+        "eval_every": 0,
+        "eval_episodes": 1,
+        "log_every": 1,
+        "save_every": 0,
+        "keep": 1,
+        "max_skipped_in_row": 0,
+    }
+    positive: ClassVar[tuple[str, ...]] = ("train_ratio",)
 
 
 @dataclasses.dataclass
@@ -146,7 +192,10 @@ class Agent:
         actor: maps features ``[N, F]`` to an action distribution.
         update: one training update on a replay batch ``[B, T]`` (already on the
             device): losses, backward, optimiser steps, target updates; returns
-            metrics as detached tensors (read only every ``log_every`` steps).
+            metrics as detached tensors (read only every ``log_every`` steps), with
+            ``train/skipped`` (``[]`` 0/1: the steps were skipped for a non-finite loss
+            or gradient, see :func:`wmblocks.optim.step_if_finite`), which the loop
+            counts (:class:`~wmblocks.train.guards.SkippedUpdates`).
         modules: every module whose state a checkpoint must keep, by name.
         optimizers: every optimiser, by name.
         title: the plot title.
@@ -194,16 +243,18 @@ def evaluate(
     mode: str = "sample",
     frames: list | None = None,
     compile: bool = False,
+    seed: int | None = None,
 ) -> float:
     """Mean return over ``episodes`` episodes of ``env`` (its first environment),
     sampling the policy (``mode="sample"``, as the V3 reference evaluates) or acting
     with its mode (``"mode"``, as V1 and V2); no exploration noise either way. With a
     list as ``frames``, the first episode's observations are appended to it as RGB
     frames (pixel environments; see :func:`~wmblocks.train.envs.video_frame`).
-    ``compile``: the acting step as one compiled call (see :class:`LatentPolicy`)."""
+    ``compile``: the acting step as one compiled call (see :class:`LatentPolicy`).
+    ``seed``: reseed the environment first (see :meth:`Envs.reset`)."""
     policy = LatentPolicy(agent.wm, agent.actor, env.action_dim, env.discrete, compile=compile)
     image = env.image_keys[0] if env.image_keys else None
-    returns, total, row = [], 0.0, env.reset()
+    returns, total, row = [], 0.0, env.reset(seed=seed)
     while len(returns) < episodes:
         if frames is not None and image is not None and not returns:
             frames.append(video_frame(row[image][0]))
@@ -229,6 +280,25 @@ def load_states(objects: dict, states: dict, path: str) -> None:
             f"({type(e).__name__}: {str(e)[:300]}); was it written by another recipe "
             "or version?"
         ) from None
+
+
+def recipe_of(config_cls: type) -> dict:
+    """``{"name", "path"}`` of the recipe file that defines ``config_cls`` (e.g.
+    ``dreamer_v3``, ``/.../recipes/dreamer_v3.py``): what a checkpoint records so that
+    :func:`wmblocks.load_policy` can rebuild the agent without being told."""
+    module = sys.modules.get(config_cls.__module__)
+    path = os.path.abspath(getattr(module, "__file__", "") or "")
+    return {"name": os.path.splitext(os.path.basename(path))[0], "path": path}
+
+
+def spaces_of(env: Envs) -> dict:
+    """The observation shapes and action space a run is trained with (a checkpoint
+    keeps them; a resume on an environment whose spaces changed is refused)."""
+    return {
+        "obs": {k: list(v) for k, v in env.obs_shapes.items()},
+        "action_dim": env.action_dim,
+        "discrete": env.discrete,
+    }
 
 
 def _acting_latents(policy: LatentPolicy) -> dict:
@@ -288,10 +358,16 @@ class Trainer:
         given: set[str] | None = None,
     ):
         run_dir = cfg.logdir
-        self.ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+        self.ckpt_path = os.path.join(run_dir, NAME)
         ckpt = None
         if cfg.resume:
             ckpt = load_checkpoint(self.ckpt_path)
+            trained_by, this = ckpt.get("recipe", {}).get("name"), recipe_of(config_cls)["name"]
+            if trained_by and this and trained_by != this:
+                raise UserError(
+                    f"{run_dir} was trained by {trained_by}, not {this}: its checkpoint "
+                    f"does not match this recipe; resume it with recipes/{trained_by}.py"
+                )
             saved = load_config(config_cls, os.path.join(run_dir, "config.json"))
             cfg = resumed_config(saved, cfg, given)
         elif os.path.exists(self.ckpt_path):
@@ -300,12 +376,26 @@ class Trainer:
                 "another --logdir"
             )
         self.cfg, self.run_dir = cfg, run_dir
-        os.makedirs(run_dir, exist_ok=True)
-        save_config(cfg, os.path.join(run_dir, "config.json"))
+        tune_host_allocator()
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+        except OSError as e:
+            raise UserError(
+                f"cannot write to --logdir {run_dir} ({e.strerror or e}): choose a directory "
+                "this user can write to"
+            ) from None
+        if not os.access(run_dir, os.W_OK):
+            raise UserError(f"cannot write to --logdir {run_dir} (read-only)")
+        torch.use_deterministic_algorithms(cfg.deterministic)
         torch.manual_seed(cfg.seed)
         self.device = pick_device(cfg.device)
         self.env = Envs(
-            cfg.env, cfg.seed, cfg.envs, cfg.action_repeat, episode_steps=cfg.episode_steps
+            cfg.env,
+            cfg.seed,
+            cfg.envs,
+            cfg.action_repeat,
+            episode_steps=cfg.episode_steps,
+            sanitize=cfg.sanitize,
         )
         self.eval_env = Envs(
             cfg.env,
@@ -314,47 +404,63 @@ class Trainer:
             cfg.action_repeat,
             parallel=False,
             episode_steps=cfg.episode_steps,
+            sanitize=cfg.sanitize,
         )
         self.agent = build(cfg, self.env, self.device)
-        self.replay = SequenceReplay(
-            cfg.capacity,
-            os.path.join(run_dir, "replay"),
-            cfg.batch,
-            cfg.length + self.agent.replay_context,
-            envs=cfg.envs,
-        )
+        length = cfg.length + self.agent.replay_context
+        if cfg.capacity // cfg.envs < length + 1:
+            raise UserError(
+                f"--capacity {cfg.capacity} holds {cfg.capacity // cfg.envs} steps per "
+                f"environment (--envs {cfg.envs}), fewer than a sequence needs: {length + 1} "
+                f"(--length {cfg.length}{' + 1 context step' if self.agent.replay_context else ''}"
+                " + 1); raise --capacity or lower --length"
+            )
+        if ckpt is not None and ckpt.get("spaces", spaces_of(self.env)) != spaces_of(self.env):
+            raise UserError(
+                f"the environment {cfg.env} no longer has the spaces this run was trained "
+                f"with: {ckpt['spaces']} then, {spaces_of(self.env)} now (another version "
+                "of the environment?); the run cannot continue on it"
+            )
+        replay = (os.path.join(run_dir, "replay"), cfg.batch, length)
         self.count = {"steps": 0, "updates": 0, "episodes": 0, "credit": 0.0, "seconds": 0.0}
-        if ckpt is not None:
+        if ckpt is None:
+            self.replay = SequenceReplay(cfg.capacity, *replay, envs=cfg.envs)
+        else:
+            self.replay = SequenceReplay.reopen(
+                cfg.capacity, *replay, envs=cfg.envs, added=ckpt["replay"]["added"]
+            )
             self._restore(ckpt)
+        # Written once every check has passed: a refused resume changes no file.
+        try:
+            save_config(cfg, os.path.join(run_dir, "config.json"))
+        except OSError as e:
+            raise UserError(f"cannot write to --logdir {run_dir} ({e.strerror or e})") from None
 
     def _restore(self, ckpt: dict) -> None:
         load_states(self.agent.modules, ckpt["modules"], self.ckpt_path)
         load_states(self.agent.optimizers, ckpt["optimizers"], self.ckpt_path)
         self.count = dict(ckpt["count"])
-        self.replay.load(os.path.join(self.run_dir, ckpt["replay_dir"]), ckpt["replay_added"])
         set_rng_state(ckpt["rng"])
 
     def checkpoint(self) -> None:
-        """Replay first (a new directory), then the state pointing to it (atomically),
-        then the previous replay copies are removed: a crash at any point leaves a
-        loadable checkpoint."""
-        replay_dir = f"replay_{self.count['steps']}"
-        self.replay.save(os.path.join(self.run_dir, replay_dir))
-        save_checkpoint(
-            self.ckpt_path,
+        """Flush the replay's files, then write the state with the replay's write
+        position (atomically, keeping ``--keep`` checkpoints): nothing is copied, and a
+        crash at any point leaves a loadable checkpoint whose rows are all on disk."""
+        self.replay.flush()
+        rotate_checkpoints(
+            self.run_dir,
             {
                 "modules": {n: m.state_dict() for n, m in self.agent.modules.items()},
                 "optimizers": {n: o.state_dict() for n, o in self.agent.optimizers.items()},
                 "count": dict(self.count),
                 "rng": rng_state(),
-                "replay_dir": replay_dir,
-                "replay_added": self.replay.added,
+                "replay": {"added": self.replay.added},
                 "config": dataclasses.asdict(self.cfg),
+                "recipe": recipe_of(type(self.cfg)),
+                "spaces": spaces_of(self.env),
             },
+            self.cfg.keep,
         )
-        for old in glob.glob(os.path.join(self.run_dir, "replay_*")):
-            if os.path.basename(old) != replay_dir:
-                shutil.rmtree(old, ignore_errors=True)
 
     def train(self) -> None:
         """Act in every environment, store, train ``train_ratio / (batch * length)``
@@ -372,8 +478,14 @@ class Trainer:
         log = MetricsLog(self.run_dir, resume_step=count["steps"] if cfg.resume else None)
         progress = Progress(cfg.steps, start=count["steps"])
         metrics: dict[str, Tensor] = {}
+        # Updates skipped for non-finite values, counted on the device (read when logging).
+        skips = SkippedUpdates(
+            self.device, cfg.max_skipped_in_row, count.get("skipped_updates", 0), self.ckpt_path
+        )
         per_update = cfg.train_ratio / (cfg.batch * cfg.length)
-        row = env.reset()
+        # Seeded by the step count: a resumed run and one that went on without stopping
+        # (but restarted its episodes there) see the same environments.
+        row = env.reset(seed=cfg.seed + count["steps"])
         episode_return, episode_length = torch.zeros(env.n), torch.zeros(env.n, dtype=torch.long)
         # Training seconds, summed over resumed segments (pauses between them excluded).
         seconds0, start = count.get("seconds", 0.0), time.time()
@@ -415,16 +527,22 @@ class Trainer:
                     batch, index = self.replay.sample_indexed()
                     batch = to_device(batch, self.device)
                     metrics = agent.update(batch)
+                    skips.add(metrics)
                     if agent.replay_context:
                         self.replay.write(index, batch.select(keys.DETER, keys.STOCH))
                     count["updates"] += 1
                     count["credit"] -= 1.0
             steps = count["steps"]
             if _crossed(before, steps, cfg.log_every) and metrics:
+                # Stops here (UserError) after --max-skipped-in-row skipped updates.
+                count["skipped_updates"] = skips.read(steps, count["updates"])
+                sanitized = {"env/sanitized": env.sanitized} if cfg.sanitize else {}
                 log.write(
                     steps,
                     {
                         **{k: float(v) for k, v in metrics.items()},
+                        "train/skipped_updates": count["skipped_updates"],
+                        **sanitized,
                         "updates": count["updates"],
                         "time/elapsed_s": seconds(),
                     },
@@ -433,6 +551,8 @@ class Trainer:
                 progress.eval = self.evaluate(steps)
                 log.write(steps, {"eval/return": progress.eval, "time/elapsed_s": seconds()})
             if _crossed(before, steps, cfg.save_every) or steps >= cfg.steps:
+                # No checkpoint after a run of skipped updates: the last one is kept.
+                count["skipped_updates"] = skips.read(steps, count["updates"])
                 count["seconds"] = seconds()
                 self.checkpoint()
             progress.update(steps, count["updates"])
@@ -460,6 +580,7 @@ class Trainer:
             cfg.eval_mode,
             frames,
             compile=use_compile(cfg.compile, self.device),
+            seed=cfg.seed + 10_000 + steps,  # the same episodes, resumed or not
         )
         if record:
             videos = os.path.join(self.run_dir, "videos")

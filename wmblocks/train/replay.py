@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 
@@ -12,7 +13,6 @@ from tensordict import TensorDict, TensorDictBase
 from wmblocks.errors import UserError
 
 STREAM = "_stream"
-CHUNK = 256  # steps copied at a time when saving and loading
 
 
 class SequenceReplay:
@@ -31,11 +31,28 @@ class SequenceReplay:
     contiguous in time and allowed). Values keep their dtype: images stay ``uint8``
     (the encoders convert them on the device).
 
-    ``save(path)`` / ``load(path)`` write and read the filled steps only, oldest first
-    (for resuming): a checkpoint of a 1M-step buffer holding 10k steps copies 10k.
+    The storage files are the replay's only copy: a checkpoint does not copy them, it
+    :meth:`flush`-es them and records :attr:`added` (the write position), and
+    :meth:`reopen` attaches a new process to them at that position, so checkpoint time
+    and disk use do not grow with the replay. Rows written after the checkpoint lie at
+    or past the restored cursor: in a buffer that has not wrapped they are ignored and
+    overwritten; in a wrapped one they have already replaced that many of the oldest
+    rows, and count as the oldest rows from then on (real transitions, never sampled
+    across the cursor).
     """
 
-    def __init__(self, capacity: int, directory: str, batch: int, length: int, envs: int = 1):
+    def __init__(
+        self,
+        capacity: int,
+        directory: str,
+        batch: int,
+        length: int,
+        envs: int = 1,
+        *,
+        _keep_files: bool = False,
+    ):
+        """A new, empty replay whose storage files go to ``directory``; files a previous
+        buffer left there are removed first (:meth:`reopen` attaches to them instead)."""
         from torchrl.data import LazyMemmapStorage, ReplayBuffer
         from torchrl.data.replay_buffers.samplers import SliceSampler
 
@@ -43,15 +60,75 @@ class SequenceReplay:
         self.capacity, self.envs = self.per_env * envs, envs
         self.batch, self.length = batch, length
         self.added = 0  # steps added (each one row per environment)
-        # The scratch directory is only the working copy (saved buffers live where
-        # ``save`` puts them), so a previous process's scratch files are cleared.
-        scratch = os.path.join(directory, "scratch")
-        shutil.rmtree(scratch, ignore_errors=True)
+        self.directory = os.path.abspath(directory)
+        if not _keep_files:
+            shutil.rmtree(self.directory, ignore_errors=True)
         self.buffer = ReplayBuffer(
-            storage=LazyMemmapStorage(self.capacity, scratch_dir=scratch, ndim=2),
+            storage=LazyMemmapStorage(
+                self.capacity, scratch_dir=self.directory, ndim=2, existsok=True
+            ),
             sampler=SliceSampler(slice_len=length, traj_key=STREAM, strict_length=True),
             batch_size=batch * length,
         )
+
+    @classmethod
+    def reopen(
+        cls, capacity: int, directory: str, batch: int, length: int, envs: int, added: int
+    ) -> SequenceReplay:
+        """Attach to the storage files in ``directory`` as they stood after ``added``
+        steps (a checkpoint's :attr:`added`), without copying them.
+
+        Raises :class:`~wmblocks.errors.UserError` naming the problem when the files
+        are missing, unreadable, or of another layout (capacity, environments)."""
+        replay = cls(capacity, directory, batch, length, envs, _keep_files=True)
+        if added == 0:  # nothing counted: files there (if any) are overwritten when used
+            return replay
+        _check_files(directory)  # before loading: a mapping silently re-extends a short file
+        try:
+            rows = TensorDict.load_memmap(directory)
+        except Exception as e:  # missing meta files, truncated or foreign memmaps
+            raise UserError(
+                f"the replay files in {directory} are missing or corrupt ({type(e).__name__}: "
+                f"{e}); the checkpoint needs the {min(added, replay.per_env)} x {envs} rows "
+                "stored there: restore the directory from a copy or start a new run"
+            ) from None
+        if tuple(rows.batch_size) != (replay.per_env, envs):
+            raise UserError(
+                f"the replay in {directory} is laid out as {list(rows.batch_size)} "
+                f"(steps per environment, environments), not [{replay.per_env}, {envs}]: "
+                "it belongs to a run with another capacity or number of environments"
+            )
+        replay._attach(rows, added)
+        return replay
+
+    def _attach(self, rows: TensorDictBase, added: int) -> None:
+        # What torchrl's own zero-copy ``ReplayBuffer.loads`` sets (storage, its length
+        # and the writer's cursor), from our checkpointed count instead of its metadata
+        # files; plus the last written step, which the sampler reads to end windows at
+        # the cursor of a wrapped buffer. tests/train/test_train_pieces.py checks that a
+        # reopened buffer samples exactly like the one that wrote it.
+        storage, writer = self.buffer.storage, self.buffer._writer
+        storage._storage = rows
+        storage.initialized = True
+        filled = min(added, self.per_env)
+        storage._len = filled * self.envs
+        writer._cursor = added % self.per_env
+        storage._set_last_cursor((added - 1) % self.per_env)
+        self.added = added
+
+    def flush(self) -> None:
+        """Write every storage file's pending pages to disk (``fsync``): what a
+        checkpoint needs so that a machine crash, not only a killed process, keeps the
+        rows it counts. Costs the pages written since the last flush, not the replay."""
+        if not self.buffer.storage.initialized:
+            return
+        rows = self.buffer.storage._storage
+        for value in rows.values(include_nested=True, leaves_only=True):
+            fd = os.open(value.filename, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def __len__(self) -> int:
         return len(self.buffer)
@@ -61,10 +138,16 @@ class SequenceReplay:
         # One stream id for everything: a column is one long trajectory, cut by torchrl
         # at the write cursor (per-lap ids would make the few newest steps of a wrapped
         # column a "trajectory" of their own, sampled as often as all the others).
-        stream = torch.zeros(self.envs, dtype=torch.long)
+        self.extend({k: v.unsqueeze(1) for k, v in rows.items()})
+
+    def extend(self, rows: dict[str, torch.Tensor]) -> None:
+        """Store ``k`` consecutive steps of every environment at once: ``rows[key]`` is
+        ``[envs, k, ...]`` (a recorded dataset, or a benchmark's synthetic fill)."""
+        k = next(iter(rows.values())).shape[1]
+        stream = torch.zeros(self.envs, k, dtype=torch.long)
         # torchrl's 2-D storage takes [envs, k] and lays it out as k steps of the grid.
-        self.buffer.extend(TensorDict({**rows, STREAM: stream}, [self.envs]).unsqueeze(1))
-        self.added += 1
+        self.buffer.extend(TensorDict({**rows, STREAM: stream}, [self.envs, k]))
+        self.added += k
 
     def can_sample(self) -> bool:
         return self.added >= self.length + 1
@@ -85,37 +168,29 @@ class SequenceReplay:
         are left as stored."""
         self.buffer.storage._storage.update_at_(rows.reshape(-1).cpu(), index)
 
-    def save(self, path: str) -> None:
-        """Write the filled steps, oldest first, as memory-mapped tensors under ``path``
-        (``rows/``) with ``meta.json``."""
-        os.makedirs(path, exist_ok=True)
-        n = min(self.added, self.per_env)
-        if n:
-            store = self.buffer.storage._storage  # [per_env, envs], memory-mapped
-            start = self.added % self.per_env if self.added > self.per_env else 0
-            rows = store[:n].memmap_like(prefix=os.path.join(path, "rows"))
-            for a in range(0, n, CHUNK):
-                b = min(a + CHUNK, n)
-                rows[a:b] = store[(start + torch.arange(a, b)) % self.per_env]
-        with open(os.path.join(path, "meta.json"), "w") as f:
-            json.dump({"added": self.added, "steps": n, "envs": self.envs}, f)
 
-    def load(self, path: str, added: int) -> None:
-        """Read a buffer written by :meth:`save` into this (empty) one; ``added`` is
-        the number of steps the saving buffer had seen."""
-        meta_path = os.path.join(path, "meta.json")
-        if not os.path.exists(meta_path):
-            raise UserError(
-                f"replay {path} was saved by an older wmblocks (before the 2-D replay of "
-                "issue 14) or is incomplete; it cannot be resumed: start a new run"
-            )
+def _check_files(directory: str) -> None:
+    """Raise :class:`~wmblocks.errors.UserError` when a memory-mapped file that the
+    storage's ``meta.json`` lists is missing or shorter than its shape needs."""
+    meta_path = os.path.join(directory, "meta.json")
+    try:
         with open(meta_path) as f:
             meta = json.load(f)
-        if meta["envs"] != self.envs:
-            raise UserError(f"replay {path} holds {meta['envs']} environments, not {self.envs}")
-        if meta["steps"]:
-            rows = TensorDict.load_memmap(os.path.join(path, "rows"))
-            for a in range(0, meta["steps"], CHUNK):
-                chunk = rows[a : min(a + CHUNK, meta["steps"])]
-                self.buffer.extend(chunk.transpose(0, 1).contiguous())
-        self.added = added
+    except (OSError, ValueError):
+        return  # reported by TensorDict.load_memmap, with its reason
+    for key, entry in meta.items():
+        if not isinstance(entry, dict) or "shape" not in entry or "dtype" not in entry:
+            continue
+        dtype = getattr(torch, str(entry["dtype"]).removeprefix("torch."), None)
+        if not isinstance(dtype, torch.dtype):
+            continue
+        need = math.prod(entry["shape"]) * torch.empty((), dtype=dtype).element_size()
+        path = os.path.join(directory, f"{key}.memmap")
+        if not os.path.exists(path):
+            raise UserError(f"the replay in {directory} lacks its {key!r} file ({path})")
+        if os.path.getsize(path) < need:
+            raise UserError(
+                f"the replay file {path} is truncated: {os.path.getsize(path)} bytes where "
+                f"its layout needs {need}; restore the run directory from a copy or start a "
+                "new run"
+            )
