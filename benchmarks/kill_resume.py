@@ -6,9 +6,9 @@ nothing was lost, duplicated or changed (issue 16).
 
 One reference run trains uninterrupted. Each trial starts the same run (same seed,
 ``--deterministic``, one thread), waits until it has written its first checkpoint,
-sleeps a random time (seeded) and kills it with SIGKILL: in an update, while it writes
-replay rows, a checkpoint, metrics. It resumes the run to the end (``--resume``) and
-checks, from the files alone:
+sleeps a random time (seeded, up to ``--max-delay``) and kills it with SIGKILL: in an
+update, while it writes replay rows, a checkpoint, metrics. It resumes the run to the
+end (``--resume``) and checks, from the files alone:
 
 * the replay holds every row up to the checkpoint the resume started from, exactly as
   the reference run wrote them (observation, action, reward and episode flags);
@@ -83,7 +83,13 @@ def reference(workdir: str, recipe: str, steps: int, save_every: int) -> str:
 
 
 def trial(
-    workdir: str, recipe: str, steps: int, save_every: int, rng: random.Random, index: int
+    workdir: str,
+    recipe: str,
+    steps: int,
+    save_every: int,
+    rng: random.Random,
+    index: int,
+    max_delay: float = 3.0,
 ) -> dict:
     """One kill + resume; returns what it checked (raises AssertionError on a fault)."""
     ref = reference(workdir, recipe, steps, save_every)
@@ -94,7 +100,7 @@ def trial(
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     while not os.path.exists(ckpt_path) and proc.poll() is None:
         time.sleep(0.05)
-    delay = rng.uniform(0.0, 3.0)
+    delay = rng.uniform(0.0, max_delay)
     time.sleep(delay)
     killed = proc.poll() is None
     if killed:
@@ -136,13 +142,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--save-every", type=int, default=100)
+    p.add_argument(
+        "--max-delay", type=float, default=20.0, help="seconds after the first checkpoint"
+    )
     p.add_argument("--out", default="runs/kill")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rng = random.Random(args.seed)
     results = []
     for i in range(args.kills):
-        row = trial(args.out, args.recipe, args.steps, args.save_every, rng, i)
+        row = trial(args.out, args.recipe, args.steps, args.save_every, rng, i, args.max_delay)
         results.append(row)
         print(json.dumps(row), flush=True)
     killed = [r for r in results if r["killed"]]
