@@ -150,7 +150,8 @@ class LoopConfig:
     )
     deterministic: bool = option(
         False,
-        "deterministic algorithms (torch.use_deterministic_algorithms): with a fixed seed "
+        "deterministic algorithms (torch.use_deterministic_algorithms; on CUDA also a fixed "
+        "cuBLAS workspace): with a fixed seed "
         "on CPU, the same run twice gives identical metrics",
     )
     resume: bool = option(
@@ -386,6 +387,8 @@ class Trainer:
             ) from None
         if not os.access(run_dir, os.W_OK):
             raise UserError(f"cannot write to --logdir {run_dir} (read-only)")
+        if cfg.deterministic:  # cuBLAS needs a fixed workspace to be deterministic
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(cfg.deterministic)
         torch.manual_seed(cfg.seed)
         self.device = pick_device(cfg.device)
