@@ -26,6 +26,16 @@ TINY = {
     ],
     "dreamer_v3": ["--size", "debug"],
 }
+# Every agent configuration, for tests that run each recipe's update:
+# (recipe, environment, extra flags).
+AGENTS = [
+    ("dreamer_v3", "CartPole-v1", ()),
+    ("dreamer_v3", "Pendulum-v1", ("--revision", "2023")),
+    ("dreamer_v2", "CartPole-v1", ()),
+    ("dreamer_v2", "Pendulum-v1", ()),
+    ("dreamer_v1", "Pendulum-v1", ()),
+    ("dreamer_v1", "Pendulum-v1", ("--objective", "nce")),
+]
 COMMON = ["--batch", "4", "--length", "16", "--train-ratio", "64", "--prefill", "100"]
 COMMON += ["--eval-episodes", "1", "--log-every", "100"]
 

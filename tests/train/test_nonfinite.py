@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from tests.helpers import random_batch, with_context
-from tests.recipes.common import TINY, load
+from tests.recipes.common import AGENTS, TINY, load
 from tests.recipes.test_blocks import build
 from wmblocks import keys
 from wmblocks.errors import UserError
@@ -29,15 +29,6 @@ from wmblocks.train.loop import Trainer, run
 from wmblocks.train.speed import forbid_host_sync
 
 NAN, INF = float("nan"), float("inf")
-
-AGENTS = [
-    ("dreamer_v3", "CartPole-v1", ()),
-    ("dreamer_v3", "Pendulum-v1", ("--revision", "2023")),
-    ("dreamer_v2", "CartPole-v1", ()),
-    ("dreamer_v2", "Pendulum-v1", ()),
-    ("dreamer_v1", "Pendulum-v1", ()),
-    ("dreamer_v1", "Pendulum-v1", ("--objective", "nce")),
-]
 
 
 # --- the optimisers: a skipped step is as if it never happened -----------------------

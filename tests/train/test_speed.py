@@ -14,18 +14,10 @@ import torch.nn.functional as F
 from torch._dynamo.utils import counters
 
 from tests.helpers import random_batch, with_context
+from tests.recipes.common import AGENTS
 from tests.recipes.test_blocks import build
 from wmblocks.train.acting import LatentPolicy
 from wmblocks.train.speed import HostSyncError, amp_dtype, forbid_host_sync, use_compile
-
-AGENTS = [
-    ("dreamer_v3", "CartPole-v1", ()),
-    ("dreamer_v3", "Pendulum-v1", ("--revision", "2023")),
-    ("dreamer_v2", "CartPole-v1", ()),
-    ("dreamer_v2", "Pendulum-v1", ()),
-    ("dreamer_v1", "Pendulum-v1", ()),
-    ("dreamer_v1", "Pendulum-v1", ("--objective", "nce")),
-]
 
 
 def test_forbid_host_sync_catches_reads_of_tensor_values():

@@ -50,9 +50,6 @@ def check(config) -> None:
     positive = getattr(type(config), "positive", ())
     for f in dataclasses.fields(config):
         value, kind, flag = getattr(config, f.name), hints[f.name], "--" + f.name.replace("_", "-")
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-            setattr(config, f.name, value)
         if kind in (int, float, str, bool) and (
             not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))
         ):
@@ -146,8 +143,12 @@ def load_config(cls, path: str):
         raise UserError(f"cannot read the run's configuration {path} ({e})") from None
     if not isinstance(data, dict):
         raise UserError(f"the run's configuration {path} is not a JSON object of options")
-    names = {f.name for f in dataclasses.fields(cls)}
-    config = cls(**{k: v for k, v in data.items() if k in names})
+    hints = typing.get_type_hints(cls)
+    values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+    for name, value in values.items():  # JSON writes 512.0 as written: 512 is a float too
+        if hints[name] is float and type(value) is int:
+            values[name] = float(value)
+    config = cls(**values)
     try:
         check(config)
     except UserError as e:

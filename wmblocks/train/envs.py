@@ -121,9 +121,6 @@ class Envs:
         self.obs_shapes = {k: tuple(s.shape) for k, s in space.spaces.items()}
         self.action_space = self.env.single_action_space
         self.action_dim, self.discrete = action_size(self.action_space)
-        if not self.discrete:
-            self._low = self.action_space.low.astype(np.float32)
-            self._high = self.action_space.high.astype(np.float32)
         self.frames = 0
         self.episode_logs: dict[int, dict[str, float]] = {}
         self._last = np.zeros(n, bool)
@@ -164,12 +161,9 @@ class Envs:
 
     def step(self, action: Tensor) -> dict[str, Tensor]:
         """One step of every environment with ``action [n, A]``; see the class doc."""
-        if self.discrete:
-            env_action = action.argmax(-1).cpu().numpy()
-        else:
-            a = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
-            env_action = (a + 1.0) / 2.0 * (self._high - self._low) + self._low
-        obs, reward, terminated, truncated, info = self.env.step(env_action)
+        obs, reward, terminated, truncated, info = self.env.step(
+            env_action(action, self.action_space)
+        )
         first = self._last  # these environments reset on this step (NEXT_STEP autoreset)
         self.step_count += 1
         self._episode_step = np.where(first, 0, self._episode_step + 1)
@@ -228,6 +222,18 @@ class Envs:
 
     def close(self) -> None:
         self.env.close()
+
+
+def env_action(action: Tensor, space: gym.Space) -> np.ndarray:
+    """Agent actions ``[N, A]`` in the environment's own ``space``: for ``Discrete``, the
+    one-hot's index plus the space's ``start``, ``[N]`` int64; for ``Box``, [-1, 1]
+    (clamped) rescaled to ``[low, high]``, ``[N, A]`` float32 (clipped to the bounds
+    against rounding)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return action.argmax(-1).cpu().numpy().astype(np.int64) + int(space.start)
+    low, high = space.low.astype(np.float32), space.high.astype(np.float32)
+    a = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
+    return np.clip((a + 1.0) / 2.0 * (high - low) + low, low, high)
 
 
 def finite_values(x: Tensor, bad: Tensor, bounds: tuple[Tensor, Tensor] | None = None) -> Tensor:

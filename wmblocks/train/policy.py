@@ -71,7 +71,7 @@ from wmblocks.presets import action_size
 from wmblocks.train.acting import LatentPolicy
 from wmblocks.train.checkpoint import NAME, load_checkpoint
 from wmblocks.train.config import load_config
-from wmblocks.train.envs import make_env
+from wmblocks.train.envs import env_action, make_env
 from wmblocks.train.loop import Agent, load_states, pick_device
 
 # The repository's recipes/ folder (next to the wmblocks package in a source checkout):
@@ -163,9 +163,6 @@ class Policy:
         self.obs_shapes = {k: tuple(obs_shapes[k]) for k in net.obs_keys}
         self.config, self.recipe, self.steps = config, recipe, steps
         self.action_dim, self.discrete = action_size(action_space)
-        if not self.discrete:
-            self._low = action_space.low.astype(np.float32)
-            self._high = action_space.high.astype(np.float32)
         self._latent = LatentPolicy(net, net.actor, self.action_dim, self.discrete, compile=compile)
         self._first = True
 
@@ -226,12 +223,7 @@ class Policy:
         """Agent actions ``[N, A]`` (one-hot, or in [-1, 1]) in the environment's space:
         ``[N]`` int64 indices (plus the space's ``start``) or ``[N, A]`` float32 within
         the ``Box`` bounds."""
-        if self.discrete:
-            return action.argmax(-1).cpu().numpy().astype(np.int64) + int(self.action_space.start)
-        a = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
-        return np.clip(
-            (a + 1.0) / 2.0 * (self._high - self._low) + self._low, self._low, self._high
-        )
+        return env_action(action, self.action_space)
 
     def _one_key(self, obs: Any) -> dict[str, Any]:
         if len(self.obs_shapes) != 1:
@@ -302,7 +294,7 @@ class Policy:
         if self.discrete:
             meta |= {"n": self.action_dim, "start": int(self.action_space.start)}
         else:
-            meta |= {"low": self._low.tolist(), "high": self._high.tolist()}
+            meta |= {"low": self.action_space.low.tolist(), "high": self.action_space.high.tolist()}
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         torch.export.save(program, path, extra_files={META: json.dumps(meta)})
         return path
