@@ -77,6 +77,27 @@ def count_flops(update) -> int:
     return Count.total
 
 
+def time_update(update, start: float, warmup: int, reps: int) -> dict:
+    """Run ``warmup`` updates, then time ``reps``: ``median_s`` (None without reps),
+    ``first_s`` (from ``start``, a ``time.perf_counter()`` taken before building, to the
+    end of the first update) and the process's ``peak_rss_mb``."""
+    first = None
+    for i in range(warmup):
+        update()
+        if i == 0:
+            first = time.perf_counter() - start
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        update()
+        times.append(time.perf_counter() - t)
+    return {
+        "median_s": statistics.median(times) if times else None,
+        "first_s": first,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
 def _build(impl: str, size: str, discrete: bool, compiled: bool):
     if impl == "wmblocks":
         from benchmarks.bench_update import build_update
@@ -108,22 +129,7 @@ def worker(args) -> dict:
         return {"gflops_peak": 2 * n**3 / statistics.median(times) / 1e9}
     start = time.perf_counter()
     update, params = _build(args.impl, args.size, args.discrete, args.compiled)
-    first = None
-    for i in range(args.warmup):
-        update()
-        if i == 0:
-            first = time.perf_counter() - start
-    times = []
-    for _ in range(args.reps):
-        t = time.perf_counter()
-        update()
-        times.append(time.perf_counter() - t)
-    row = {
-        "median_s": statistics.median(times),
-        "first_s": first,
-        "params": params,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    row = {**time_update(update, start, args.warmup, args.reps), "params": params}
     if not args.compiled:
         row["flops"] = count_flops(update)
     return row

@@ -101,8 +101,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -365,7 +363,7 @@ def _record_losses(fabric) -> list:
 # The FLOP counter and the benchmark's sizes are compare.py's own (it imports only the
 # standard library at module level, so this venv can load it without wmblocks).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from benchmarks.compare import SETUP, count_flops  # noqa: E402
+from benchmarks.compare import SETUP, count_flops, time_update  # noqa: E402
 
 
 def main() -> None:
@@ -402,22 +400,7 @@ def main() -> None:
             if not finite:
                 raise SystemExit("non-finite loss")
         return
-    first = None
-    for i in range(args.warmup):
-        update()
-        if i == 0:
-            first = time.perf_counter() - start
-    times = []
-    for _ in range(args.reps):
-        t = time.perf_counter()
-        update()
-        times.append(time.perf_counter() - t)
-    row = {
-        "median_s": statistics.median(times) if times else None,
-        "first_s": first,
-        "params": params,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    row = {**time_update(update, start, args.warmup, args.reps), "params": params}
     if not args.no_flops:
         row["flops"] = count_flops(update)
     print(json.dumps(row))
