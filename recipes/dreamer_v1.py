@@ -137,21 +137,26 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
     }
 
     # --- 3. One training update: ELBO (or NCE), then V_lambda by dynamics backprop --
-    def losses(batch):
-        """Every loss of one update (forward only): the part torch.compile compiles."""
+    def model_losses(batch):
+        """The world model's loss: the observed chunk, the loss and its metrics."""
         if cfg.objective == "nce":
             td = world_model_loss_v1_nce(wm, model[1], batch, free=cfg.free_nats)
             wm_loss, wm_metrics = total_loss(td, V1_NCE_SCALES)
         else:
             td = world_model_loss_v1(wm, batch, free=cfg.free_nats)
             wm_loss, wm_metrics = total_loss(td, V1_SCALES)
+        return td, wm_loss, {f"wm/{k}": v for k, v in wm_metrics.items()}
+
+    def losses(batch):
+        """Every loss of one update (forward only): the part torch.compile compiles."""
+        td, wm_loss, wm_metrics = model_losses(batch)
         td = td.apply(lambda x: x.detach())
         beh = behavior_loss_v1(
             wm, actor, critic, td, horizon=cfg.horizon, gamma=cfg.gamma, lam=cfg.lam, eta=cfg.eta
         )
         ac_loss, ac_metrics = total_loss(beh, {"actor": 1.0, "critic": 1.0})
         metrics = {
-            **{f"wm/{k}": v for k, v in wm_metrics.items()},
+            **wm_metrics,
             **{f"ac/{k}": v for k, v in ac_metrics.items()},
             "ac/return": beh["return"].mean().detach(),
         }
@@ -179,6 +184,7 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
         optimizers=opts,
         title=f"DreamerV1 ({cfg.objective})",
         noise=cfg.noise,
+        world_model_loss=lambda batch: model_losses(batch)[1:],
     )
 
 

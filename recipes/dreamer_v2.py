@@ -152,10 +152,15 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
     scales = V2_SCALES if discount_head else V2_SCALES_NO_DISCOUNT
 
     # --- 3. One training update: balanced-KL world model, then rho-mixed behaviour --
-    def losses(batch):
-        """Every loss of one update (forward only): the part torch.compile compiles."""
+    def model_losses(batch):
+        """The world model's loss: the observed chunk, the loss and its metrics."""
         td = world_model_loss_v2(wm, batch, alpha=cfg.kl_balance, free=cfg.kl_free, gamma=cfg.gamma)
         wm_loss, wm_metrics = total_loss(td, scales)
+        return td, wm_loss, {f"wm/{k}": v for k, v in wm_metrics.items()}
+
+    def losses(batch):
+        """Every loss of one update (forward only): the part torch.compile compiles."""
+        td, wm_loss, wm_metrics = model_losses(batch)
         td = td.apply(lambda x: x.detach())
         beh = behavior_loss_v2(
             wm,
@@ -171,7 +176,7 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
         )
         ac_loss, ac_metrics = total_loss(beh, {"actor": 1.0, "critic": 1.0})
         metrics = {
-            **{f"wm/{k}": v for k, v in wm_metrics.items()},
+            **wm_metrics,
             **{f"ac/{k}": v for k, v in ac_metrics.items()},
             "ac/return": beh["return"].mean().detach(),
         }
@@ -196,6 +201,7 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
         modules={"wm": wm, "actor": actor, "critic": critic, "slow": slow},
         optimizers=opts,
         title=f"DreamerV2 (rho {rho:g}, discount head {'on' if discount_head else 'off'})",
+        world_model_loss=lambda batch: model_losses(batch)[1:],
     )
 
 

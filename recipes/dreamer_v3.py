@@ -100,12 +100,17 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
     backprop = rev.backprop_continuous and not env.discrete  # 2023: Box by dynamics backprop
 
     # --- 3. One training update: world model, then behaviour from its posteriors ------
-    def losses(batch):
-        """Every loss of one update (forward only): the part torch.compile compiles."""
+    def model_losses(batch):
+        """The world model's loss: the observed chunk, the loss and its metrics."""
         # 2024: the chunk starts from the latent stored with the step before it.
         td, start = split_context(batch) if rev.replay_context else (batch, None)
         td = world_model_loss_v3(wm, td, start=start, cont_target=rev.cont_target)
         wm_loss, wm_metrics = total_loss(td, rev.scales)
+        return td, wm_loss, {f"wm/{k}": v for k, v in wm_metrics.items()}
+
+    def losses(batch):
+        """Every loss of one update (forward only): the part torch.compile compiles."""
+        td, wm_loss, wm_metrics = model_losses(batch)
         beh = behavior_loss_v3(
             wm,
             actor,
@@ -120,10 +125,7 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
         )
         ac_loss, ac_metrics = total_loss(beh, {"actor": 1.0, "critic": 1.0})
         loss = wm_loss + ac_loss
-        metrics = {
-            **{f"wm/{k}": v for k, v in wm_metrics.items()},
-            **{f"ac/{k}": v for k, v in ac_metrics.items()},
-        }
+        metrics = {**wm_metrics, **{f"ac/{k}": v for k, v in ac_metrics.items()}}
         if rev.repval_scale:  # replay value loss; its gradient also trains the world model
             posterior = wm.features(td)
             repval = replay_value_loss_v3(
@@ -171,6 +173,8 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
         optimizers=opts,
         title=f"DreamerV3 ({rev.name}, {cfg.size})",
         replay_context=rev.replay_context,
+        world_model_loss=lambda batch: model_losses(batch)[1:],
+        world_model_optimizers=("model",) if "model" in opts else ("all",),
     )
 
 

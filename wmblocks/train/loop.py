@@ -208,6 +208,11 @@ class Agent:
             samples ``length + 1`` steps, and after each update writes the batch's
             ``deter`` / ``stoch`` (which ``update`` refreshes in place, see
             :func:`~wmblocks.nn.world_model.refresh_context_`) back into replay.
+        world_model_loss: the world model's part of ``update``'s loss alone, ``batch [B,
+            T] -> (loss [], metrics)`` (forward only): what ``recipes/world_model.py``
+            trains when it trains no behaviour (see :mod:`wmblocks.train.offline`).
+        world_model_optimizers: the names in ``optimizers`` that step the world model
+            (V3-2024's one optimiser for everything: ``("all",)``).
     """
 
     wm: WorldModel
@@ -218,6 +223,8 @@ class Agent:
     title: str = "Dreamer"
     noise: float = 0.0
     replay_context: int = 0
+    world_model_loss: Callable[[TensorDictBase], tuple[Tensor, dict[str, Tensor]]] | None = None
+    world_model_optimizers: tuple[str, ...] = ("model",)
 
 
 def pick_device(name: str) -> torch.device:

@@ -349,7 +349,7 @@ class LoadedRun:
 _LOADED: dict[str, ModuleType] = {}
 
 
-def _import_recipe(path: str) -> ModuleType:
+def import_recipe(path: str) -> ModuleType:
     """Import the recipe file ``path`` once (under a private module name)."""
     path = os.path.abspath(path)
     if path not in _LOADED:
@@ -425,7 +425,7 @@ def load_run(
         )
     ckpt = load_checkpoint(ckpt_path)
     name, path = recipe_path(run_dir, ckpt, recipe)
-    module = _import_recipe(path)
+    module = import_recipe(path)
     config_path = os.path.join(run_dir, "config.json")
     if os.path.exists(config_path) or "config" not in ckpt:
         cfg = load_config(module.Config, config_path)
