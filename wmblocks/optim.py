@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from wmblocks.distributed import average_gradients
+
 
 @dataclass(frozen=True)
 class AdamConfig:
@@ -132,11 +134,19 @@ def step_if_finite(
     optimiser half a step ahead. The caller keeps its other state (slow critic, return
     normaliser, replay context) with the returned flag.
 
+    Data-parallel training (``torchrun``, :mod:`wmblocks.distributed`): first the
+    gradients and the loss are averaged over the ranks
+    (:func:`~wmblocks.distributed.average_gradients`: the gradient of the global
+    batch), so that every rank takes the same skip decision, the same clip and the same
+    step. Without a process group nothing is averaged and no collective is called.
+
     Returns ``(skipped, norms)``: ``skipped`` ``[]`` bool, ``norms`` the pre-clip global
     gradient norm ``[]`` of each optimiser, by name.
     """
+    params = (p for opt in optimizers.values() for p in opt.params)
+    loss = average_gradients(params, loss.detach())
     norms = {name: opt.grad_norm() for name, opt in optimizers.items()}
-    finite = torch.isfinite(loss.detach())
+    finite = torch.isfinite(loss)
     for norm in norms.values():
         finite = finite & torch.isfinite(norm)
     skipped = ~finite

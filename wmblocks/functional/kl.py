@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from wmblocks.distributed import mean_over_ranks
+
 Params = Tensor | tuple[Tensor, ...]
 
 
@@ -107,7 +109,12 @@ def free_nats(kl: Tensor, free: float = 3.0) -> Tensor:
     whose mean is exactly ``max(mean(KL), free)``: the KL itself when its mean is at
     least ``free``, else the constant ``free`` everywhere (no gradient). No host sync.
 
+    Data-parallel training (:mod:`wmblocks.distributed`): the batch is the global
+    one, so the test is on the mean over the ranks of their means (the global mean with
+    equal local batches); every rank keeps its own elements, and the mean over the
+    ranks of these means is ``max(global mean, free)``.
+
     Args: kl ``[...]``; free in nats. Returns: ``[...]``.
     """
-    above = kl.mean() >= free
+    above = mean_over_ranks(kl.mean()) >= free
     return torch.where(above, kl, torch.full_like(kl, free).detach())

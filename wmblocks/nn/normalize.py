@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from wmblocks.distributed import all_gather_cat
 from wmblocks.functional.normalize import percentile_ema, return_scale
 
 
@@ -16,6 +17,11 @@ class ReturnNormalizer(nn.Module):
     ``scale()`` reads it without updating. ``state()`` copies the EMA and
     ``restore_(state, skip)`` puts the copy back where ``skip`` (``[]`` bool) is true:
     an update skipped for a non-finite loss leaves no trace in the EMA.
+
+    Data-parallel training (:mod:`wmblocks.distributed`): ``update`` takes the
+    percentiles of every rank's returns, all-gathered ``[N n]``, as the reference's
+    ``Moments`` all-gathers them across devices; every rank then holds the state a
+    single process would hold on the global batch's returns.
     """
 
     def __init__(
@@ -32,6 +38,7 @@ class ReturnNormalizer(nn.Module):
 
     @torch.no_grad()
     def update(self, returns: Tensor) -> Tensor:
+        returns = all_gather_cat(returns.detach().reshape(-1).to(self.low.dtype))
         low, high = percentile_ema(
             self.low, self.high, returns, self.decay, self.perc_low, self.perc_high
         )

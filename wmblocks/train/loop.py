@@ -15,6 +15,12 @@ and one training update; :func:`run` does everything else::
 
     run(Config, build, name="dreamer_vX", description=__doc__)
 
+Data-parallel (``torchrun --nproc-per-node N recipes/...``, docs/scaling.md): every
+rank collects from its own environments into its own replay and trains on its own
+batch, with the gradients averaged (:mod:`wmblocks.distributed`); the step
+counts, ``--steps`` and every ``--*-every`` are global (summed over the ranks), and
+rank 0 writes everything but the other ranks' replays.
+
 Data layout (:mod:`wmblocks.keys`): the replay row t holds o_t, the action a_t taken at
 o_t, the reward r_t received on arriving at o_t, is_first and is_terminal. The final
 observation of an episode is stored too (with a zero action), so terminal steps train
@@ -34,7 +40,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
-from wmblocks import keys
+from wmblocks import distributed, keys
 from wmblocks.errors import UserError
 from wmblocks.nn.world_model import WorldModel
 from wmblocks.optim import ClippedOptimizer
@@ -315,6 +321,44 @@ def _acting_latents(policy: LatentPolicy) -> dict:
     return {keys.DETER: deter.cpu(), keys.STOCH: stoch.cpu()}
 
 
+def _replay_dir(run_dir: str) -> str:
+    """``run_dir/replay`` for rank 0 (a single process), ``run_dir/replay_rank<r>`` for
+    the other ranks of a data-parallel run."""
+    r = distributed.rank()
+    return os.path.join(run_dir, "replay" if r == 0 else f"replay_rank{r}")
+
+
+def _own_state(ckpt: dict, path: str) -> dict:
+    """This rank's ``{"added", "rng"}`` in ``ckpt`` (its replay's write position and its
+    generators), which must have been written by as many ranks as this run has: a
+    :class:`~wmblocks.errors.UserError` otherwise."""
+    saved, world = ckpt.get("world_size", 1), distributed.world_size()
+    if saved != world:
+        how = "python" if saved == 1 else f"torchrun --nproc-per-node {saved}"
+        raise UserError(
+            f"checkpoint {path} was written by {saved} process(es), this run has {world}: "
+            f"each rank resumes its own replay and generators, so resume it with {how} "
+            "(or start a new run in another --logdir)"
+        )
+    if "ranks" in ckpt:
+        return ckpt["ranks"][distributed.rank()]
+    return {"added": ckpt["replay"]["added"], "rng": ckpt["rng"]}
+
+
+class _Silent:
+    """The metrics log and progress line of ranks > 0: nothing is written or shown
+    (rank 0 writes the run's metrics and shows its progress)."""
+
+    def __init__(self) -> None:
+        self.eval: float | None = None
+        self.extras: dict[str, float] = {}
+
+    def write(self, *args, **kwargs) -> None:
+        pass
+
+    episode = update = close = write
+
+
 def _crossed(before: int, after: int, every: int) -> bool:
     """Whether the step count passed a multiple of ``every`` going from before to after
     (an action repeat advances it by several frames at once)."""
@@ -356,6 +400,12 @@ class Trainer:
     ``Trainer(Config, cfg, build)`` starts a new run or, with ``cfg.resume``, restores
     one (modules, optimisers, counters, RNG and replay) from ``logdir``; :meth:`train`
     runs to ``cfg.steps`` environment steps. An existing run is never overwritten.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) it first joins the process group
+    (:func:`~wmblocks.distributed.init_from_env`); rank r's environments are
+    seeded ``seed + r * envs + i`` (rank 0's as a single process's), its replay is
+    :func:`_replay_dir`, the modules start as rank 0's and ranks r > 0 reseed torch
+    after the build (:func:`~wmblocks.distributed.reseed_rank`).
     """
 
     def __init__(
@@ -397,26 +447,31 @@ class Trainer:
         if cfg.deterministic:  # cuBLAS needs a fixed workspace to be deterministic
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(cfg.deterministic)
+        self.device = distributed.init_from_env(pick_device(cfg.device))
+        own = _own_state(ckpt, self.ckpt_path) if ckpt is not None else None
         torch.manual_seed(cfg.seed)
-        self.device = pick_device(cfg.device)
         self.env = Envs(
             cfg.env,
-            cfg.seed,
+            cfg.seed + distributed.rank() * cfg.envs,  # all N * envs seeds distinct
             cfg.envs,
             cfg.action_repeat,
             episode_steps=cfg.episode_steps,
             sanitize=cfg.sanitize,
         )
-        self.eval_env = Envs(
-            cfg.env,
-            cfg.seed + 10_000,
-            1,
-            cfg.action_repeat,
-            parallel=False,
-            episode_steps=cfg.episode_steps,
-            sanitize=cfg.sanitize,
-        )
+        self.eval_env = None  # rank 0 evaluates
+        if distributed.is_main():
+            self.eval_env = Envs(
+                cfg.env,
+                cfg.seed + 10_000,
+                1,
+                cfg.action_repeat,
+                parallel=False,
+                episode_steps=cfg.episode_steps,
+                sanitize=cfg.sanitize,
+            )
         self.agent = build(cfg, self.env, self.device)
+        distributed.broadcast_modules(self.agent.modules.values())
+        distributed.reseed_rank(cfg.seed)
         length = cfg.length + self.agent.replay_context
         if cfg.capacity // cfg.envs < length + 1:
             raise UserError(
@@ -431,43 +486,54 @@ class Trainer:
                 f"with: {ckpt['spaces']} then, {spaces_of(self.env)} now (another version "
                 "of the environment?); the run cannot continue on it"
             )
-        replay = (os.path.join(run_dir, "replay"), cfg.batch, length)
+        replay = (_replay_dir(run_dir), cfg.batch, length)
         self.count = {"steps": 0, "updates": 0, "episodes": 0, "credit": 0.0, "seconds": 0.0}
         if ckpt is None:
             self.replay = SequenceReplay(cfg.capacity, *replay, envs=cfg.envs)
         else:
             self.replay = SequenceReplay.reopen(
-                cfg.capacity, *replay, envs=cfg.envs, added=ckpt["replay"]["added"]
+                cfg.capacity, *replay, envs=cfg.envs, added=own["added"]
             )
-            self._restore(ckpt)
+            self._restore(ckpt, own["rng"])
         # Written once every check has passed: a refused resume changes no file.
         try:
-            save_config(cfg, os.path.join(run_dir, "config.json"))
+            if distributed.is_main():
+                save_config(cfg, os.path.join(run_dir, "config.json"))
         except OSError as e:
             raise UserError(f"cannot write to --logdir {run_dir} ({e.strerror or e})") from None
 
-    def _restore(self, ckpt: dict) -> None:
+    def _restore(self, ckpt: dict, rng: dict) -> None:
         load_states(self.agent.modules, ckpt["modules"], self.ckpt_path)
         load_states(self.agent.optimizers, ckpt["optimizers"], self.ckpt_path)
         self.count = dict(ckpt["count"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(rng)
 
     def checkpoint(self) -> None:
         """Flush the replay's files, then write the state with the replay's write
         position (atomically, keeping ``--keep`` checkpoints): nothing is copied, and a
-        crash at any point leaves a loadable checkpoint whose rows are all on disk."""
+        crash at any point leaves a loadable checkpoint whose rows are all on disk.
+
+        Data-parallel: every rank flushes its replay, then rank 0 gathers each rank's
+        write position and generators (after all flushes) and writes them as ``ranks``
+        (a list by rank) with ``world_size``; the modules and optimisers are the same
+        on every rank."""
         self.replay.flush()
+        ranks = distributed.gather_objects({"added": self.replay.added, "rng": rng_state()})
+        if ranks is None:  # ranks > 0: rank 0 writes
+            return
+        per_rank = {"world_size": len(ranks), "ranks": ranks} if len(ranks) > 1 else {}
         rotate_checkpoints(
             self.run_dir,
             {
                 "modules": {n: m.state_dict() for n, m in self.agent.modules.items()},
                 "optimizers": {n: o.state_dict() for n, o in self.agent.optimizers.items()},
                 "count": dict(self.count),
-                "rng": rng_state(),
-                "replay": {"added": self.replay.added},
+                "rng": ranks[0]["rng"],
+                "replay": {"added": ranks[0]["added"]},
                 "config": dataclasses.asdict(self.cfg),
                 "recipe": recipe_of(type(self.cfg)),
                 "spaces": spaces_of(self.env),
+                **per_rank,
             },
             self.cfg.keep,
         )
@@ -475,8 +541,17 @@ class Trainer:
     def train(self) -> None:
         """Act in every environment, store, train ``train_ratio / (batch * length)``
         updates per agent step once ``prefill`` environment steps are collected, log,
-        evaluate (videos for pixel environments), save; plot at the end."""
+        evaluate (videos for pixel environments), save; plot at the end.
+
+        Data-parallel: ``count`` is global (the frames and episodes of every rank,
+        summed after each step of the environments, which every rank takes in
+        lockstep), so every decision (updates, logs, checkpoints, the end) falls at the
+        same step on every rank and their collectives line up. Each rank does
+        ``train_ratio / (batch * length)`` updates per agent step of its own; rank 0
+        logs (the metrics averaged over the ranks, its own environments' episodes),
+        evaluates and plots."""
         cfg, env, agent, count = self.cfg, self.env, self.agent, self.count
+        main = distributed.is_main()
         policy = LatentPolicy(
             agent.wm,
             agent.actor,
@@ -485,8 +560,11 @@ class Trainer:
             agent.noise,
             compile=use_compile(cfg.compile, self.device),
         )
-        log = MetricsLog(self.run_dir, resume_step=count["steps"] if cfg.resume else None)
-        progress = Progress(cfg.steps, start=count["steps"])
+        log: MetricsLog | _Silent = _Silent()
+        progress: Progress | _Silent = _Silent()
+        if main:
+            log = MetricsLog(self.run_dir, resume_step=count["steps"] if cfg.resume else None)
+            progress = Progress(cfg.steps, start=count["steps"])
         metrics: dict[str, Tensor] = {}
         # Updates skipped for non-finite values, counted on the device (read when logging).
         skips = SkippedUpdates(
@@ -495,7 +573,7 @@ class Trainer:
         per_update = cfg.train_ratio / (cfg.batch * cfg.length)
         # Seeded by the step count: a resumed run and one that went on without stopping
         # (but restarted its episodes there) see the same environments.
-        row = env.reset(seed=cfg.seed + count["steps"])
+        row = env.reset(seed=env.seed + count["steps"])
         episode_return, episode_length = torch.zeros(env.n), torch.zeros(env.n, dtype=torch.long)
         # Training seconds, summed over resumed segments (pauses between them excluded).
         seconds0, start = count.get("seconds", 0.0), time.time()
@@ -512,11 +590,12 @@ class Trainer:
             self.replay.add({**row, keys.ACTION: action, **latents})
             row = env.step(action)
             before = count["steps"]
-            count["steps"] += env.frames
+            frames, episodes = distributed.sum_ints(env.frames, int(row[keys.IS_LAST].sum()))
+            count["steps"] += frames
+            count["episodes"] += episodes
             episode_return += row[keys.REWARD]
             episode_length += (~row[keys.IS_FIRST]).long()
             for i in torch.nonzero(row[keys.IS_LAST]).flatten().tolist():
-                count["episodes"] += 1
                 extra = {f"episode/{k}": v for k, v in env.episode_logs.get(i, {}).items()}
                 log.write(
                     count["steps"],
@@ -546,18 +625,20 @@ class Trainer:
             if _crossed(before, steps, cfg.log_every) and metrics:
                 # Stops here (UserError) after --max-skipped-in-row skipped updates.
                 count["skipped_updates"] = skips.read(steps, count["updates"])
-                sanitized = {"env/sanitized": env.sanitized} if cfg.sanitize else {}
+                sanitized = {}
+                if cfg.sanitize:
+                    sanitized["env/sanitized"] = distributed.sum_ints(env.sanitized)[0]
                 log.write(
                     steps,
                     {
-                        **{k: float(v) for k, v in metrics.items()},
+                        **{k: float(v) for k, v in distributed.mean_metrics(metrics).items()},
                         "train/skipped_updates": count["skipped_updates"],
                         **sanitized,
                         "updates": count["updates"],
                         "time/elapsed_s": seconds(),
                     },
                 )
-            if _crossed(before, steps, cfg.eval_every) or steps >= cfg.steps:
+            if main and (_crossed(before, steps, cfg.eval_every) or steps >= cfg.steps):
                 progress.eval = self.evaluate(steps)
                 log.write(steps, {"eval/return": progress.eval, "time/elapsed_s": seconds()})
             if _crossed(before, steps, cfg.save_every) or steps >= cfg.steps:
@@ -569,11 +650,12 @@ class Trainer:
         progress.update(count["steps"], count["updates"], force=True)
         progress.close()
         log.close()
-        plot_returns(
-            os.path.join(self.run_dir, "metrics.jsonl"),
-            os.path.join(self.run_dir, "returns.png"),
-            f"{agent.title} on {cfg.env}",
-        )
+        if main:
+            plot_returns(
+                os.path.join(self.run_dir, "metrics.jsonl"),
+                os.path.join(self.run_dir, "returns.png"),
+                f"{agent.title} on {cfg.env}",
+            )
 
     def evaluate(self, steps: int) -> float:
         """The evaluation return; for pixel environments (with ``video``) also
@@ -605,7 +687,8 @@ class Trainer:
 
     def close(self) -> None:
         self.env.close()
-        self.eval_env.close()
+        if self.eval_env is not None:
+            self.eval_env.close()
 
 
 def run(
@@ -623,7 +706,8 @@ def run(
     line naming the problem and exit with status 2; any other exception is a bug and
     keeps its traceback. ``suites``: the recipe's reference settings per benchmark
     suite, chosen with ``--suite`` (see :func:`~wmblocks.train.config.parse_config`)
-    and printed at start."""
+    and printed at start. Under ``torchrun``, every rank runs this; the process group
+    (joined by :class:`Trainer`) is left at the end."""
     try:
         cfg = parse_config(config_cls, argv, description, suites)
         given = given_options(config_cls, argv)
@@ -638,3 +722,5 @@ def run(
     except UserError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        distributed.shutdown()
