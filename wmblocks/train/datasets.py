@@ -129,10 +129,12 @@ class SequenceDataset:
             [max(0, b - a - length + 1) for _, a, b in segments], dtype=torch.float64
         )
         if counts.sum() == 0:
+            longest = max((b - a for _, a, b in segments), default=0)
             raise UserError(
                 f"{self.source}: no {length}-step window in its {split} split "
                 f"({self.steps} steps in {len(self.streams)} streams, val fraction "
-                f"{self.val_fraction}); lower --length or record more data"
+                f"{self.val_fraction}: blocks of at most {longest} rows); lower --length, "
+                "raise --val-fraction, or record more data"
             )
         which = torch.multinomial(counts, batch, replacement=True, generator=generator)
         out = []
