@@ -35,7 +35,7 @@ from wmblocks.optim import step_if_finite
 from wmblocks.train.config import option
 from wmblocks.train.envs import Envs
 from wmblocks.train.loop import Agent, LoopConfig, run
-from wmblocks.train.speed import autocast, compiled, use_compile
+from wmblocks.train.speed import autocast, compile_optimizers, compiled, use_compile
 
 
 # --- 1. Configuration (the shared options are LoopConfig's) ---------------------------
@@ -143,6 +143,7 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
         return loss, metrics, context
 
     forward = compiled(losses, use_compile(cfg.compile, device))
+    compile_optimizers(opts, use_compile(cfg.compile, device))
 
     def update(batch) -> dict[str, torch.Tensor]:
         kept = normalizer.state()  # the losses update it; a skipped update restores it

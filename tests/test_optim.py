@@ -178,3 +178,33 @@ def test_wrappers_step_zero_grads_and_report_the_norm():
     opt2 = laprop_agc(model.parameters())
     model(torch.ones(2, 3)).sum().backward()
     assert opt2.step() > 0 and all(p.grad is None for p in model.parameters())
+
+
+def test_compiled_laprop_step_equals_eager_and_compiles_once():
+    """LaPropAGC.compile(): the same parameters, moments and counts as the eager step over
+    five steps (one skipped for a NaN gradient, one masked by skip=True), and one graph
+    for all of them (the count is a tensor: no recompilation per step)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("inductor")
+    torch.manual_seed(0)
+    shapes = [(8, 5), (5,), (3, 2, 4)]
+    eager = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    comp = [torch.nn.Parameter(p.detach().clone()) for p in eager]
+    opts = [LaPropAGC(eager, lr=1e-2, warmup=2), LaPropAGC(comp, lr=1e-2, warmup=2)]
+    opts[1].compile(backend=counter)
+    for step in range(5):
+        grads = [torch.randn(s) for s in shapes]
+        if step == 2:
+            grads[1][0] = float("nan")
+        for params, opt in zip((eager, comp), opts, strict=True):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            opt.step(skip=torch.tensor(step == 3))
+        for a, b in zip(eager, comp, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+            for key in ("nu", "mu", "step"):
+                torch.testing.assert_close(opts[0].state[a][key], opts[1].state[b][key])
+    assert float(opts[1].state[comp[0]]["step"]) == 3.0  # steps 2 and 3 did not count
+    assert counter.frame_count == 1

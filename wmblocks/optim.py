@@ -236,6 +236,7 @@ class LaPropAGC(torch.optim.Optimizer):
     ):
         defaults = dict(lr=lr, agc=agc, pmin=pmin, beta1=beta1, beta2=beta2, eps=eps, warmup=warmup)
         super().__init__(params, defaults)
+        self._step_fn = laprop_agc_step_  # or its compiled version: compile()
 
     def _with_grads(self) -> list[tuple[dict, list[Tensor]]]:
         """``(group, its parameters that have a gradient)`` for every group with one."""
@@ -289,35 +290,76 @@ class LaPropAGC(torch.optim.Optimizer):
         return t.to(device=params[0].device, dtype=torch.float32)
 
     def _update(self, group: dict, params: list[Tensor], gnorm: Tensor, skip: Tensor) -> None:
-        """The class docstring's update of one group (gradient norms ``gnorm`` ``[n]``),
-        every change multiplied by ``keep`` = 0 when ``skip``: nu by a factor 1 instead of
-        beta2, mu by a lerp weight 0, p by a step size 0, t by 0."""
-        grads = [p.grad for p in params]
-        for g in grads:
-            g.masked_fill_(skip, 0.0)  # a skipped step sees zeros: no NaN in the maths
-        gnorm = gnorm.masked_fill(skip, 0.0)
-        keep = (~skip).to(torch.float32)  # [] 1: this step counts, 0: skipped
-        t = self._count(params) + keep
+        """:func:`laprop_agc_step_` of one group (gradient norms ``gnorm`` ``[n]``)."""
+        hyper = {k: group[k] for k in ("lr", "agc", "pmin", "beta1", "beta2", "eps", "warmup")}
+        count = self._count(params)  # first: it creates the state of new parameters
+        t = self._step_fn(
+            params,
+            [p.grad for p in params],
+            [self.state[p]["nu"] for p in params],
+            [self.state[p]["mu"] for p in params],
+            count,
+            gnorm,
+            skip,
+            **hyper,
+        )
         for p in params:
             self.state[p]["step"] = t
-        t = t.clamp(min=1.0)  # a skipped first step (t = 0): keep 1 - beta^t from 0
-        if group["agc"]:
-            pnorm = torch.stack(torch._foreach_norm(params)).clamp(min=group["pmin"])
-            scale = 1.0 / (gnorm / (group["agc"] * pnorm)).clamp(min=1.0)
-            grads = torch._foreach_mul(grads, list(scale.unbind()))
-        b1, b2 = group["beta1"], group["beta2"]
-        k = keep.to(params[0].dtype)
-        nus = [self.state[p]["nu"] for p in params]
-        mus = [self.state[p]["mu"] for p in params]
-        torch._foreach_mul_(nus, k * b2 + (1.0 - k))  # beta2; 1 when skipped
-        torch._foreach_addcmul_(nus, grads, grads, 1.0 - b2)
-        denom = torch._foreach_div(nus, _bias_correction(b2, t))
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, group["eps"])
-        updates = torch._foreach_div(grads, denom)
-        torch._foreach_lerp_(mus, updates, [k * (1.0 - b1)] * len(mus))  # 0 when skipped
-        lr = _warmup_lr(group["lr"], t - 1.0, group["warmup"])
-        torch._foreach_add_(params, torch._foreach_mul(mus, keep * -lr / _bias_correction(b1, t)))
+
+    def compile(self, **options) -> LaPropAGC:
+        """Run :func:`laprop_agc_step_` compiled (``torch.compile(**options)``, static
+        shapes by default): the foreach passes over every parameter fuse into a few
+        loops. The step count is a tensor, so later steps reuse the first compile (no
+        recompilation); changing a group's hyperparameters recompiles once. Returns
+        ``self``."""
+        self._step_fn = torch.compile(laprop_agc_step_, **{"dynamic": False, **options})
+        return self
+
+
+def laprop_agc_step_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    nus: list[Tensor],
+    mus: list[Tensor],
+    count: Tensor,
+    gnorm: Tensor,
+    skip: Tensor,
+    *,
+    lr: float,
+    agc: float,
+    pmin: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    warmup: int,
+) -> Tensor:
+    """:class:`LaPropAGC`'s update of one parameter group, in place: ``params``, their
+    ``grads`` (zeroed where skipped), the moments ``nus`` and ``mus`` (same shapes), the
+    step count ``count`` (float32 ``[]``, before this step), per-tensor gradient norms
+    ``gnorm`` ``[n]`` and ``skip`` ``[]`` bool. Every change is multiplied by ``keep`` =
+    0 when ``skip``: nu by a factor 1 instead of beta2, mu by a lerp weight 0, p by a step
+    size 0, t by 0. Returns the new count ``[]``."""
+    for g in grads:
+        g.masked_fill_(skip, 0.0)  # a skipped step sees zeros: no NaN in the maths
+    gnorm = gnorm.masked_fill(skip, 0.0)
+    keep = (~skip).to(torch.float32)  # [] 1: this step counts, 0: skipped
+    count = count + keep
+    t = count.clamp(min=1.0)  # a skipped first step (t = 0): keep 1 - beta^t from 0
+    if agc:
+        pnorm = torch.stack(torch._foreach_norm(params)).clamp(min=pmin)
+        scale = 1.0 / (gnorm / (agc * pnorm)).clamp(min=1.0)
+        grads = torch._foreach_mul(grads, list(scale.unbind()))
+    k = keep.to(params[0].dtype)
+    torch._foreach_mul_(nus, k * beta2 + (1.0 - k))  # beta2; 1 when skipped
+    torch._foreach_addcmul_(nus, grads, grads, 1.0 - beta2)
+    denom = torch._foreach_div(nus, _bias_correction(beta2, t))
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, eps)
+    updates = torch._foreach_div(grads, denom)
+    torch._foreach_lerp_(mus, updates, [k * (1.0 - beta1)] * len(mus))  # 0 when skipped
+    step = _warmup_lr(lr, t - 1.0, warmup)
+    torch._foreach_add_(params, torch._foreach_mul(mus, keep * -step / _bias_correction(beta1, t)))
+    return count
 
 
 def laprop_agc(params: Iterable[nn.Parameter], **kwargs) -> ClippedOptimizer:

@@ -79,8 +79,8 @@ def _graph_breaks() -> list[str]:
     return list(counters["graph_break"])
 
 
-def test_compiled_update_and_acting_equal_eager(monkeypatch):
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # eager's RNG
+@torch._inductor.config.patch(fallback_random=True)  # eager's RNG
+def test_compiled_update_and_acting_equal_eager():
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)

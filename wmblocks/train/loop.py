@@ -62,6 +62,7 @@ from wmblocks.train.config import (
 from wmblocks.train.envs import Envs, video_frame
 from wmblocks.train.guards import SkippedUpdates
 from wmblocks.train.logging import MetricsLog, Progress, plot_returns
+from wmblocks.train.prefetch import Prefetcher
 from wmblocks.train.replay import SequenceReplay
 from wmblocks.train.speed import tune_host_allocator, use_compile
 from wmblocks.train.video import open_loop, write_video
@@ -238,15 +239,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def to_device(batch: TensorDictBase, device: torch.device) -> TensorDictBase:
-    """A replay batch on ``device``. To CUDA through pinned memory with a non-blocking
-    copy: the update that follows has no host sync, so the CPU samples and copies the
-    next batch while the GPU still runs this one."""
-    if device.type == "cuda":
-        return batch.pin_memory().to(device, non_blocking=True)
-    return batch.to(device)
 
 
 def evaluate(
@@ -488,13 +480,18 @@ class Trainer:
             )
         replay = (_replay_dir(run_dir), cfg.batch, length)
         self.count = {"steps": 0, "updates": 0, "episodes": 0, "credit": 0.0, "seconds": 0.0}
+        seed = (cfg.seed, distributed.rank())
         if ckpt is None:
-            self.replay = SequenceReplay(cfg.capacity, *replay, envs=cfg.envs)
+            self.replay = SequenceReplay(cfg.capacity, *replay, envs=cfg.envs, seed=seed)
         else:
             self.replay = SequenceReplay.reopen(
-                cfg.capacity, *replay, envs=cfg.envs, added=own["added"]
+                cfg.capacity, *replay, envs=cfg.envs, added=own["added"], seed=seed
             )
             self._restore(ckpt, own["rng"])
+        # Batches gathered in a thread while the environments step or the last update
+        # runs; the latents each update writes back are read again when taken.
+        refresh = (keys.DETER, keys.STOCH) if self.agent.replay_context else ()
+        self.prefetch = Prefetcher(self.replay, self.device, refresh)
         # Written once every check has passed: a refused resume changes no file.
         try:
             if distributed.is_main():
@@ -507,6 +504,8 @@ class Trainer:
         load_states(self.agent.optimizers, ckpt["optimizers"], self.ckpt_path)
         self.count = dict(ckpt["count"])
         set_rng_state(rng)
+        if "replay" in rng:  # the replay's own sampling generator (absent before 0.3)
+            self.replay.generator.set_state(rng["replay"])
 
     def checkpoint(self) -> None:
         """Flush the replay's files, then write the state with the replay's write
@@ -518,7 +517,8 @@ class Trainer:
         (a list by rank) with ``world_size``; the modules and optimisers are the same
         on every rank."""
         self.replay.flush()
-        ranks = distributed.gather_objects({"added": self.replay.added, "rng": rng_state()})
+        generators = {**rng_state(), "replay": self.replay.generator.get_state()}
+        ranks = distributed.gather_objects({"added": self.replay.added, "rng": generators})
         if ranks is None:  # ranks > 0: rank 0 writes
             return
         per_rank = {"world_size": len(ranks), "ranks": ranks} if len(ranks) > 1 else {}
@@ -551,7 +551,7 @@ class Trainer:
         logs (the metrics averaged over the ranks, its own environments' episodes),
         evaluates and plots."""
         cfg, env, agent, count = self.cfg, self.env, self.agent, self.count
-        main = distributed.is_main()
+        prefetch, main = self.prefetch, distributed.is_main()
         policy = LatentPolicy(
             agent.wm,
             agent.actor,
@@ -588,6 +588,12 @@ class Trainer:
             action = action * (~row[keys.IS_LAST]).unsqueeze(-1)
             latents = _acting_latents(policy) if agent.replay_context else {}
             self.replay.add({**row, keys.ACTION: action, **latents})
+            if (
+                count["steps"] >= cfg.prefill
+                and self.replay.can_sample()
+                and count["credit"] + per_update * env.n >= 1.0
+            ):  # this step trains: its first batch is gathered while the envs step
+                prefetch.request()
             row = env.step(action)
             before = count["steps"]
             frames, episodes = distributed.sum_ints(env.frames, int(row[keys.IS_LAST].sum()))
@@ -613,8 +619,9 @@ class Trainer:
             if count["steps"] >= cfg.prefill and self.replay.can_sample():
                 count["credit"] += per_update * env.n
                 while count["credit"] >= 1.0:
-                    batch, index = self.replay.sample_indexed()
-                    batch = to_device(batch, self.device)
+                    batch, index = prefetch.take()
+                    if count["credit"] >= 2.0:  # another update follows: gather its batch
+                        prefetch.request()
                     metrics = agent.update(batch)
                     skips.add(metrics)
                     if agent.replay_context:
@@ -686,6 +693,7 @@ class Trainer:
         return ret
 
     def close(self) -> None:
+        self.prefetch.close()
         self.env.close()
         if self.eval_env is not None:
             self.eval_env.close()

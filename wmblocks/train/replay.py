@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 
+import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
@@ -39,6 +40,11 @@ class SequenceReplay:
     overwritten; in a wrapped one they have already replaced that many of the oldest
     rows, and count as the oldest rows from then on (real transitions, never sampled
     across the cursor).
+
+    Sampling draws from the replay's own :attr:`generator` (seeded from ``seed``), never
+    from torch's global one: the windows do not depend on how many random numbers the
+    model drew, and a background thread (:class:`~wmblocks.train.prefetch.Prefetcher`)
+    can sample while an update draws its own. A checkpoint keeps its state.
     """
 
     def __init__(
@@ -48,11 +54,14 @@ class SequenceReplay:
         batch: int,
         length: int,
         envs: int = 1,
+        seed: int | tuple[int, ...] = 0,
         *,
         _keep_files: bool = False,
     ):
         """A new, empty replay whose storage files go to ``directory``; files a previous
-        buffer left there are removed first (:meth:`reopen` attaches to them instead)."""
+        buffer left there are removed first (:meth:`reopen` attaches to them instead).
+        ``seed`` seeds :attr:`generator`: an int, or ints (the loop passes ``(seed,
+        rank)``)."""
         from torchrl.data import LazyMemmapStorage, ReplayBuffer
         from torchrl.data.replay_buffers.samplers import SliceSampler
 
@@ -61,6 +70,10 @@ class SequenceReplay:
         self.batch, self.length = batch, length
         self.added = 0  # steps added (each one row per environment)
         self.directory = os.path.abspath(directory)
+        # Its own stream, not torch.manual_seed(seed)'s (which initialises the model).
+        seeds = [seed] if isinstance(seed, int) else list(seed)
+        entropy = int(np.random.SeedSequence([*seeds, 0x5245504C]).generate_state(1)[0])
+        self.generator = torch.Generator().manual_seed(entropy)
         if not _keep_files:
             shutil.rmtree(self.directory, ignore_errors=True)
         self.buffer = ReplayBuffer(
@@ -69,18 +82,27 @@ class SequenceReplay:
             ),
             sampler=SliceSampler(slice_len=length, traj_key=STREAM, strict_length=True),
             batch_size=batch * length,
+            generator=self.generator,
         )
 
     @classmethod
     def reopen(
-        cls, capacity: int, directory: str, batch: int, length: int, envs: int, added: int
+        cls,
+        capacity: int,
+        directory: str,
+        batch: int,
+        length: int,
+        envs: int,
+        added: int,
+        seed: int | tuple[int, ...] = 0,
     ) -> SequenceReplay:
         """Attach to the storage files in ``directory`` as they stood after ``added``
         steps (a checkpoint's :attr:`added`), without copying them.
 
         Raises :class:`~wmblocks.errors.UserError` naming the problem when the files
-        are missing, unreadable, or of another layout (capacity, environments)."""
-        replay = cls(capacity, directory, batch, length, envs, _keep_files=True)
+        are missing, unreadable, or of another layout (capacity, environments). The
+        :attr:`generator` starts from ``seed``: give it the saved state to continue."""
+        replay = cls(capacity, directory, batch, length, envs, seed, _keep_files=True)
         if added == 0:  # nothing counted: files there (if any) are overwritten when used
             return replay
         _check_files(directory)  # before loading: a mapping silently re-extends a short file
@@ -161,6 +183,12 @@ class SequenceReplay:
         environment, each ``[batch * length]``; for :meth:`write`)."""
         flat, info = self.buffer.sample(return_info=True)
         return flat.exclude(STREAM).reshape(self.batch, self.length), info["index"]
+
+    def read(self, index: tuple[torch.Tensor, torch.Tensor], names) -> TensorDictBase:
+        """The stored values of the keys ``names`` at the storage ``index`` of
+        :meth:`sample_indexed`, as a ``[batch, length]`` TensorDict."""
+        rows = self.buffer.storage._storage.select(*names)[index]
+        return rows.reshape(self.batch, self.length)
 
     def write(self, index: tuple[torch.Tensor, torch.Tensor], rows: TensorDictBase) -> None:
         """Overwrite the keys of ``rows`` (``[batch, length]``, e.g. refreshed latent
