@@ -80,6 +80,7 @@ def _graph_breaks() -> list[str]:
 
 
 @torch._inductor.config.patch(fallback_random=True)  # eager's RNG
+@torch._dynamo.config.patch(error_on_recompile=True)  # one graph per cell and frame
 def test_compiled_update_and_acting_equal_eager():
     torch._dynamo.reset()
     counters.clear()
@@ -104,7 +105,10 @@ def test_compiled_update_and_acting_equal_eager():
         "RSSM._imagine_scan",
         "RSSM._observe_scan",
     ]
-    assert not counters["recompiles"], dict(counters["recompiles"])  # one graph per cell
+    # Every frame dynamo met compiled whole: none given up (it would run eagerly, its
+    # callees compiled one by one), nothing dynamo cannot trace.
+    assert counters["frames"]["ok"] == counters["frames"]["total"], dict(counters["frames"])
+    assert not counters["unimplemented"], list(counters["unimplemented"])
 
     obs = {k: torch.randn(2, *shape) for k, shape in env.obs_shapes.items()}
     first = torch.tensor([True, False])

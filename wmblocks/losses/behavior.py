@@ -46,7 +46,15 @@ from wmblocks.nn.world_model import WorldModel
 @contextmanager
 def frozen(*modules: nn.Module) -> Iterator[None]:
     """Within the block, the modules' parameters do not require grad, so graphs built
-    there pass gradients *through* the modules (to their inputs) but not *into* them."""
+    there pass gradients *through* the modules (to their inputs) but not *into* them.
+
+    With gradients disabled there is no graph to keep them out of, and nothing is
+    changed: torch.compile cannot trace ``requires_grad_`` (it would give up on the
+    whole frame), so the REINFORCE losses, which read the heads without a graph,
+    enter it inside ``torch.set_grad_enabled(False)``."""
+    if not torch.is_grad_enabled():
+        yield
+        return
     params = [p for m in modules for p in m.parameters()]
     flags = [p.requires_grad for p in params]
     for p in params:
@@ -273,7 +281,7 @@ def behavior_loss_v2(
     backprop = rho < 1.0
     traj = imagine(wm, actor, td, horizon, backprop=backprop)
     feat = traj["feat"]
-    with frozen(wm, target_critic), torch.set_grad_enabled(backprop):
+    with torch.set_grad_enabled(backprop), frozen(wm, target_critic):
         reward = wm.reward_head(feat).mean  # [N, H+1]
         disc = discount_v2(wm, feat, td, gamma)
         value = target_critic(feat).mean
@@ -329,7 +337,7 @@ def behavior_loss_v3(
     traj = imagine(wm, actor, td, horizon, backprop=backprop)
     feat = traj["feat"]  # [N, H+1, F]
     is_terminal = td[keys.IS_TERMINAL].flatten()
-    with frozen(wm, critic), torch.set_grad_enabled(backprop):
+    with torch.set_grad_enabled(backprop), frozen(wm, critic):
         reward = wm.reward_head(feat).mean  # [N, H+1]
         cont = continue_flags(wm.cont_head(feat), is_terminal)
         value = critic(feat).mean if backprop else None

@@ -172,7 +172,14 @@ class RSSM(nn.Module):
     # time grow with T and H.
     @torch.compiler.disable(recursive=False)
     def _observe_scan(self, keep, act_pre, emb_pre, init, state):
-        deter, stoch = state
+        # Every step enters obs_cell with the state as the cell returns it (contiguous,
+        # in the graph when gradients are on), so the compiled cell has one graph, not
+        # one more for step 0. A carried state without a graph (the replay context)
+        # becomes a leaf that asks for a gradient, which is discarded.
+        deter, stoch = state[0].contiguous(), state[1].contiguous()
+        if torch.is_grad_enabled() and not (deter.requires_grad or stoch.requires_grad):
+            deter = deter.detach().requires_grad_()
+            stoch = stoch.detach().requires_grad_()
         deters, stochs, posts = [], [], []
         for t in range(keep.shape[1]):
             deter, stoch, post = self.obs_cell(
