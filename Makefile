@@ -10,6 +10,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
+# pytest-xdist workers for `make test` (one torch thread each; 0 runs in this process).
+TEST_WORKERS ?= 2
 
 # Debian packages for headless MuJoCo rendering (dm-control): EGL, with OSMesa as fallback.
 GL_PACKAGES ?= libegl1 libegl-mesa0 libgl1 libosmesa6
@@ -51,7 +53,7 @@ lint: setup
 	$(BIN)/ruff check wmblocks tests recipes benchmarks
 
 test: lint suites
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 run: setup
 	@test -f recipes/dreamer_v3.py || { echo "make run: recipes/dreamer_v3.py is not in this version yet (see README, Status)"; exit 1; }

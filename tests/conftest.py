@@ -23,4 +23,9 @@ settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default")
 )
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Two cores: one thread per test when pytest-xdist runs two workers (`make test`),
+# else at most two.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
