@@ -79,15 +79,24 @@ def _graph_breaks() -> list[str]:
     return list(counters["graph_break"])
 
 
+@pytest.mark.parametrize(
+    ("env_id", "args", "given_up"),
+    [
+        ("CartPole-v1", (), 0),  # 2024: REINFORCE, everything compiled
+        # 2023 continuous: dynamics backprop freezes the world model and critic with
+        # gradients on; dynamo gives up on that one small frame (frozen_call) only.
+        ("Pendulum-v1", ("--revision", "2023"), 1),
+    ],
+)
 @torch._inductor.config.patch(fallback_random=True)  # eager's RNG
 @torch._dynamo.config.patch(error_on_recompile=True)  # one graph per cell and frame
-def test_compiled_update_and_acting_equal_eager():
+def test_compiled_update_and_acting_equal_eager(env_id, args, given_up):
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
-    eager, env = build("dreamer_v3", "CartPole-v1", "--compile", "off")
+    eager, env = build("dreamer_v3", env_id, *args, "--compile", "off")
     torch.manual_seed(0)
-    fast, _ = build("dreamer_v3", "CartPole-v1", "--compile", "on")
+    fast, _ = build("dreamer_v3", env_id, *args, "--compile", "on")
     batch = with_context(random_batch(env.obs_shapes, env.action_dim, B=3, T=6), eager)
     for i in range(3):
         torch.manual_seed(i)
@@ -98,17 +107,18 @@ def test_compiled_update_and_acting_equal_eager():
             torch.testing.assert_close(out[name], value, rtol=1e-4, atol=1e-5, msg=name)
     for p, q in zip(eager.wm.parameters(), fast.wm.parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6)
-    breaks = _graph_breaks()
+    breaks = [k for k in _graph_breaks() if "requires_grad_" not in k or not given_up]
     assert all("torch.compiler.disable" in k for k in breaks), breaks  # only the two scans
     skipped = {re.search(r"<function (\S+) at", k).group(1) for k in breaks}
     assert sorted(skipped) == [
         "RSSM._imagine_scan",
         "RSSM._observe_scan",
     ]
-    # Every frame dynamo met compiled whole: none given up (it would run eagerly, its
-    # callees compiled one by one), nothing dynamo cannot trace.
-    assert counters["frames"]["ok"] == counters["frames"]["total"], dict(counters["frames"])
-    assert not counters["unimplemented"], list(counters["unimplemented"])
+    # Every frame dynamo met compiled whole (a frame given up runs eagerly, its callees
+    # compiled one by one), but for frozen_call's with dynamics backprop.
+    frames = counters["frames"]
+    assert frames["total"] - frames["ok"] == given_up, dict(frames)
+    assert len(counters["unimplemented"]) == given_up, list(counters["unimplemented"])
 
     obs = {k: torch.randn(2, *shape) for k, shape in env.obs_shapes.items()}
     first = torch.tensor([True, False])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 from einops import rearrange
@@ -41,6 +42,8 @@ from wmblocks.functional.actor import (
 from wmblocks.functional.returns import cumulative_discount, lambda_return
 from wmblocks.nn.normalize import ReturnNormalizer
 from wmblocks.nn.world_model import WorldModel
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -64,6 +67,19 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
+
+
+def frozen_call(fn: Callable[[], T], *modules: nn.Module) -> T:
+    """``fn()`` inside :func:`frozen` ``(*modules)``.
+
+    A function of its own for torch.compile: dynamo cannot trace ``requires_grad_``
+    and gives up on the frame that calls it, so with gradients on (dynamics backprop)
+    it gives up on this small frame only (``fn`` is still compiled, as a frame of its
+    own), not on the whole loss around it; with gradients off it traces straight
+    through.
+    """
+    with frozen(*modules):
+        return fn()
 
 
 def imagine(
@@ -217,9 +233,9 @@ def behavior_loss_v1(
     """
     traj = imagine(wm, actor, td, horizon, backprop=True)
     feat = traj["feat"][:, 1:]  # s_1..s_H
-    with frozen(wm, critic):
-        reward = wm.reward_head(feat).mean  # [N, H]
-        value = critic(feat).mean
+    reward, value = frozen_call(  # [N, H] each
+        lambda: (wm.reward_head(feat).mean, critic(feat).mean), wm, critic
+    )
     disc = torch.full_like(reward[:, 1:], gamma)  # [N, H-1]
     ret = lambda_return(reward[:, :-1], value[:, 1:], disc, lam)  # R_1..R_{H-1}
     weight = cumulative_discount(disc)
@@ -281,10 +297,16 @@ def behavior_loss_v2(
     backprop = rho < 1.0
     traj = imagine(wm, actor, td, horizon, backprop=backprop)
     feat = traj["feat"]
-    with torch.set_grad_enabled(backprop), frozen(wm, target_critic):
-        reward = wm.reward_head(feat).mean  # [N, H+1]
-        disc = discount_v2(wm, feat, td, gamma)
-        value = target_critic(feat).mean
+    with torch.set_grad_enabled(backprop):
+        reward, disc, value = frozen_call(  # [N, H+1] each
+            lambda: (
+                wm.reward_head(feat).mean,
+                discount_v2(wm, feat, td, gamma),
+                target_critic(feat).mean,
+            ),
+            wm,
+            target_critic,
+        )
     ret = lambda_return(reward[:, :horizon], value[:, 1:], disc[:, :horizon], lam)
     weight = cumulative_discount(disc[:, :horizon])  # [N, H]
     steps = horizon - 1  # actions a_0..a_{H-2}
@@ -337,10 +359,16 @@ def behavior_loss_v3(
     traj = imagine(wm, actor, td, horizon, backprop=backprop)
     feat = traj["feat"]  # [N, H+1, F]
     is_terminal = td[keys.IS_TERMINAL].flatten()
-    with torch.set_grad_enabled(backprop), frozen(wm, critic):
-        reward = wm.reward_head(feat).mean  # [N, H+1]
-        cont = continue_flags(wm.cont_head(feat), is_terminal)
-        value = critic(feat).mean if backprop else None
+    with torch.set_grad_enabled(backprop):
+        reward, cont, value = frozen_call(  # [N, H+1] each (value: backprop only)
+            lambda: (
+                wm.reward_head(feat).mean,
+                continue_flags(wm.cont_head(feat), is_terminal),
+                critic(feat).mean if backprop else None,
+            ),
+            wm,
+            critic,
+        )
     with torch.no_grad():
         slow = slow_critic(feat).mean
     critic_dist = critic(feat.detach())  # one call serves REINFORCE's values and the loss

@@ -172,14 +172,7 @@ class RSSM(nn.Module):
     # time grow with T and H.
     @torch.compiler.disable(recursive=False)
     def _observe_scan(self, keep, act_pre, emb_pre, init, state):
-        # Every step enters obs_cell with the state as the cell returns it (contiguous,
-        # in the graph when gradients are on), so the compiled cell has one graph, not
-        # one more for step 0. A carried state without a graph (the replay context)
-        # becomes a leaf that asks for a gradient, which is discarded.
-        deter, stoch = state[0].contiguous(), state[1].contiguous()
-        if torch.is_grad_enabled() and not (deter.requires_grad or stoch.requires_grad):
-            deter = deter.detach().requires_grad_()
-            stoch = stoch.detach().requires_grad_()
+        deter, stoch = _as_cell_output(*state)
         deters, stochs, posts = [], [], []
         for t in range(keep.shape[1]):
             deter, stoch, post = self.obs_cell(
@@ -220,6 +213,7 @@ class RSSM(nn.Module):
 
     @torch.compiler.disable(recursive=False)
     def _imagine_scan(self, deter, stoch, policy, horizon):
+        deter, stoch = _as_cell_output(deter, stoch)
         feats, actions = [], []
         for _ in range(horizon):
             feat = features(deter, stoch)
@@ -229,6 +223,24 @@ class RSSM(nn.Module):
             deter, stoch = self.img_step(deter, stoch, action)
         feat = features(deter, stoch)
         feats.append(feat)
-        with torch.no_grad():  # a_H is never stepped: no loss differentiates it
-            actions.append(policy(feat))
+        # a_H is never stepped, so no loss differentiates it: detached (rather than drawn
+        # under no_grad, which would give the compiled policy a second graph).
+        actions.append(policy(feat).detach())
         return torch.stack(feats, 1), torch.stack(actions, 1)
+
+
+@torch.compiler.disable  # runs as it is: the scans call it before their compiled cells
+def _as_cell_output(deter: Tensor, stoch: Tensor) -> tuple[Tensor, Tensor]:
+    """A scan's start state as its cells return states: contiguous, and in the graph
+    when gradients are on (a part without one, such as the replay context or the
+    2023 initial stoch, becomes a leaf asking for a gradient that is discarded; the
+    values and the parameters' gradients are unchanged). Every step then enters the
+    compiled cells with the same strides and ``requires_grad``, so each cell has one
+    graph rather than one more for step 0."""
+    deter, stoch = deter.contiguous(), stoch.contiguous()
+    if torch.is_grad_enabled():
+        if not deter.requires_grad:
+            deter = deter.detach().requires_grad_()
+        if not stoch.requires_grad:
+            stoch = stoch.detach().requires_grad_()
+    return deter, stoch

@@ -75,6 +75,9 @@ class LatentPolicy:
         if self.state is None:
             n = is_first.shape[0]
             deter, stoch = self.wm.rssm.initial(n)
+            # Laid out as the step returns them (the 2023 initial h_0 is an expand), so
+            # the compiled step has one graph.
+            deter, stoch = deter.contiguous(), stoch.contiguous()
             self.state = (deter, stoch, deter.new_zeros(n, self.action_dim))
         self.state = self._step(obs, is_first, *self.state, greedy=greedy)
         return self.state[2]
