@@ -4,6 +4,7 @@
     python benchmarks/compare.py --sizes 1m XS --rounds 5 --compile
     python benchmarks/compare.py --threads 2 --reps 10 --out docs/compare.md
     python benchmarks/compare.py --sheeprl                # also sheeprl 0.8.4, own venv
+    python benchmarks/compare.py --compile --sheeprl-compile   # and sheeprl-2024 compiled
 
 Each measurement is a fresh subprocess (one implementation at a time, nothing else
 running), and the rounds interleave the implementations so a slow period of the
@@ -26,6 +27,8 @@ With ``--sheeprl`` the rounds also time sheeprl 0.8.4's DreamerV3 update
 2024 design with exactly wmblocks' parameter counts), run by the Python of a virtual environment of
 its own (``--sheeprl-venv``; created by ``benchmarks/peers/sheeprl_venv.sh`` with
 torch pinned to this one's version when missing): sheeprl is never imported here.
+``--sheeprl-compile`` adds sheeprl-2024 with its own ``algo.compile`` (its losses
+compiled by ``torch.compile``, default mode).
 """
 
 from __future__ import annotations
@@ -152,7 +155,7 @@ def run_worker(impl: str, size: str, discrete: bool, compiled: bool, args) -> di
         script = os.path.join(ROOT, "benchmarks", "peers", "sheeprl_v3.py")
         algo = "dreamer_v3_5" if impl == "sheeprl-2024" else "dreamer_v3"
         cmd = [sheeprl_python(args.sheeprl_venv), script, "--size", size, "--algo", algo]
-        cmd += common
+        cmd += common + (["--compile"] if compiled else [])
     else:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, "--sizes", size]
         cmd += common + (["--compile"] if compiled else [])
@@ -179,6 +182,11 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also wmblocks compiled")
     parser.add_argument("--sheeprl", action="store_true", help="also sheeprl 0.8.4 (own venv)")
     parser.add_argument(
+        "--sheeprl-compile",
+        action="store_true",
+        help="also sheeprl-2024 with its algo.compile (implies --sheeprl)",
+    )
+    parser.add_argument(
         "--sheeprl-venv", default=os.path.join(os.path.dirname(ROOT), "sheeprl-venv")
     )
     parser.add_argument(
@@ -201,7 +209,9 @@ def main() -> None:
         kinds = [args.discrete]
     runs = [("wmblocks", False), ("torchrl", False)]
     runs += [("wmblocks", True)] if args.compile else []
+    args.sheeprl = args.sheeprl or args.sheeprl_compile
     runs += [("sheeprl", False), ("sheeprl-2024", False)] if args.sheeprl else []
+    runs += [("sheeprl-2024", True)] if args.sheeprl_compile else []
     results: dict[tuple, list[dict]] = {}
     peaks = []
     for r in range(args.rounds):

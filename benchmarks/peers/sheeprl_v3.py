@@ -84,7 +84,10 @@ Differences from wmblocks' 2024 update, same widths, ``--algo dreamer_v3`` (shee
   entropies that sheeprl computes only for its metrics are skipped. ``update.losses``
   holds the three losses ``train`` backpropagates (recorded by wrapping
   ``fabric.backward``, since ``train`` returns nothing).
-* ``algo.compile.enabled`` stays False (sheeprl's default): eager only, no ``--compile``.
+* ``algo.compile.enabled`` is False (sheeprl's default) unless ``--compile``, which sets
+  it with ``algo.compile.mode=default`` (its default ``reduce-overhead`` asks for CUDA
+  graphs) and ``algo.compile.player=False``: sheeprl then compiles its world-model,
+  imagination, actor and critic losses with ``torch.compile``, as its own option does.
 
 ``--algo dreamer_v3_5``: sheeprl's defaults of that revision (one LaProp, lr 4e-5, eps
 1e-20, AGC 0.3, 1000 warm-up steps; replay value loss 0.3; slow-critic regulariser 1;
@@ -123,7 +126,9 @@ OBS_KEY = "state"
 ALGOS = ("dreamer_v3", "dreamer_v3_5")
 
 
-def _overrides(algo: str, size: str, batch: int, length: int, horizon: int) -> list[str]:
+def _overrides(
+    algo: str, size: str, batch: int, length: int, horizon: int, compile: bool = False
+) -> list[str]:
     s = SIZES[size]
     w = "algo.world_model"
     common = [
@@ -135,7 +140,9 @@ def _overrides(algo: str, size: str, batch: int, length: int, horizon: int) -> l
         "fabric.precision=32-true",
         "metric.log_level=0",
         "model_manager.disabled=True",
-        "algo.compile.enabled=False",
+        f"algo.compile.enabled={compile}",
+        "algo.compile.mode=default",
+        "algo.compile.player=False",
         "algo.cnn_keys.encoder=[]",
         "algo.cnn_keys.decoder=[]",
         f"algo.mlp_keys.encoder=[{OBS_KEY}]",
@@ -169,14 +176,14 @@ def _overrides(algo: str, size: str, batch: int, length: int, horizon: int) -> l
     ]
 
 
-def compose_cfg(algo: str, size: str, batch: int, length: int, horizon: int):
+def compose_cfg(algo: str, size: str, batch: int, length: int, horizon: int, compile: bool = False):
     """sheeprl's configuration, composed as its CLI does, as its ``dotdict``."""
     from hydra.core.global_hydra import GlobalHydra
     from sheeprl.utils.utils import dotdict
 
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="sheeprl.configs", version_base="1.3"):
-        cfg = compose("config", overrides=_overrides(algo, size, batch, length, horizon))
+        cfg = compose("config", overrides=_overrides(algo, size, batch, length, horizon, compile))
     return dotdict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
 
 
@@ -222,6 +229,7 @@ def build(
     discrete: bool,
     device="cpu",
     algo: str = "dreamer_v3",
+    compile: bool = False,
 ) -> tuple[Callable[[], None], int]:
     """``(update, n_params)`` for sheeprl's DreamerV3 (``algo``: "dreamer_v3" or
     "dreamer_v3_5") at wmblocks' size ``size`` ("1m" or "XS"). ``update()`` runs one
@@ -235,7 +243,7 @@ def build(
         raise ValueError(f"unknown algo {algo!r}; choose one of {ALGOS}")
     if device != "cpu":
         raise ValueError("this peer runs sheeprl's Fabric on the CPU only")
-    cfg = compose_cfg(algo, size, batch, length, horizon)
+    cfg = compose_cfg(algo, size, batch, length, horizon, compile)
     from sheeprl.utils.metric import MetricAggregator
     from sheeprl.utils.timer import timer
 
@@ -375,19 +383,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--compile", action="store_true", help="not supported (eager only)")
+    p.add_argument("--compile", action="store_true", help="sheeprl's algo.compile (losses)")
     p.add_argument("--no-flops", action="store_true")
     p.add_argument("--params-only", action="store_true")
     p.add_argument("--check", type=int, default=0, help="run N updates and print their losses")
     args = p.parse_args()
-    if args.compile:
-        raise SystemExit("sheeprl peer: --compile is not supported")
     size = args.sizes[0] if args.sizes else args.size
     torch.set_num_threads(args.threads)
     s = SETUP
     start = time.perf_counter()
     update, params = build(size, s["batch"], s["length"], s["horizon"], s["obs"], s["actions"],
-                           args.discrete, algo=args.algo)  # fmt: skip
+                           args.discrete, algo=args.algo, compile=args.compile)  # fmt: skip
     if args.params_only:
         print(json.dumps({"params": params}))
         return
