@@ -82,6 +82,8 @@ def test_a_sampling_error_surfaces_at_take_with_its_cause(tmp_path):
         with pytest.raises(Exception) as info:
             prefetch.take()
         assert not isinstance(info.value, AssertionError)
+        # Raised with the worker's traceback: the sampling call inside the thread.
+        assert any(entry.name == "_sample" for entry in info.traceback), info.traceback
         assert not prefetch.pending
     finally:
         prefetch.close()

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from wmblocks.optim import LaPropAGC
+
 COMPILE_CHOICES = ("auto", "on", "off")
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
 
@@ -60,7 +62,7 @@ def compile_optimizers(optimizers: dict, enabled: bool) -> dict:
     ``optimizers``."""
     if enabled:
         for opt in optimizers.values():
-            if callable(getattr(opt.opt, "compile", None)):
+            if isinstance(opt.opt, LaPropAGC):
                 opt.opt.compile()
     return optimizers
 
