@@ -143,7 +143,7 @@ def build(cfg: Config, env: Envs, device: torch.device) -> Agent:
         return loss, metrics, context
 
     forward = compiled(losses, use_compile(cfg.compile, device))
-    compile_optimizers(opts, use_compile(cfg.compile, device))
+    compile_optimizers(opts, use_compile(cfg.compile, device), device)
 
     def update(batch) -> dict[str, torch.Tensor]:
         kept = normalizer.state()  # the losses update it; a skipped update restores it

@@ -17,7 +17,15 @@ from tests.helpers import random_batch, with_context
 from tests.recipes.common import AGENTS
 from tests.recipes.test_blocks import build
 from wmblocks.train.acting import LatentPolicy
-from wmblocks.train.speed import HostSyncError, amp_dtype, forbid_host_sync, use_compile
+from wmblocks.optim import ClippedOptimizer, LaPropAGC, laprop_agc_step_
+from wmblocks.train.speed import (
+    HostSyncError,
+    amp_dtype,
+    compile_optimizers,
+    forbid_host_sync,
+    trust_cpu_vector_isa,
+    use_compile,
+)
 
 
 def test_forbid_host_sync_catches_reads_of_tensor_values():
@@ -175,3 +183,29 @@ def test_tuned_allocator_keeps_large_tensors_in_the_reusable_heap():
     assert stock[1] >= 16, stock  # its own mapping
     assert tuned[0] == "True" and tuned[1] == 0, tuned  # from the heap
     assert tuned[2] >= 16, tuned  # and the heap keeps it after the free
+
+
+def test_optimizer_steps_compile_on_accelerators_only():
+    """On a CPU the foreach LaProp step is kept (as fast, ~20 s less compile); on any
+    other device it is compiled (lazily: nothing runs here, so no GPU is needed)."""
+
+    def opts():
+        p = torch.nn.Parameter(torch.randn(3))
+        return {"all": ClippedOptimizer([p], LaPropAGC([p]), clip=0.0)}
+
+    kept = compile_optimizers(opts(), True, torch.device("cpu"))
+    assert kept["all"].opt._step_fn is laprop_agc_step_
+    off = compile_optimizers(opts(), False, torch.device("cuda"))
+    assert off["all"].opt._step_fn is laprop_agc_step_
+    fast = compile_optimizers(opts(), True, torch.device("cuda"))
+    assert fast["all"].opt._step_fn is not laprop_agc_step_
+
+
+def test_vector_isa_trusted_only_where_unset():
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch({"cpp.vec_isa_ok": None}):
+        assert trust_cpu_vector_isa() and inductor_config.cpp.vec_isa_ok is True
+        assert not trust_cpu_vector_isa()  # already set
+    with inductor_config.patch({"cpp.vec_isa_ok": False}):  # TORCHINDUCTOR_VEC_ISA_OK=0
+        assert not trust_cpu_vector_isa() and inductor_config.cpp.vec_isa_ok is False
