@@ -16,8 +16,8 @@ from torch._dynamo.utils import counters
 from tests.helpers import random_batch, with_context
 from tests.recipes.common import AGENTS
 from tests.recipes.test_blocks import build
-from wmblocks.train.acting import LatentPolicy
 from wmblocks.optim import ClippedOptimizer, LaPropAGC, laprop_agc_step_
+from wmblocks.train.acting import LatentPolicy
 from wmblocks.train.speed import (
     HostSyncError,
     amp_dtype,
