@@ -11,6 +11,12 @@ from all B*T states.
     python benchmarks/bench_update.py --image 3 --discrete   # 64x64 RGB pixels (uint8), no vector
     python benchmarks/bench_update.py --image 4 --discrete --length 32   # MinAtar-like grids
     python benchmarks/bench_update.py --compile on --precision bf16 --profile
+    python benchmarks/bench_update.py --device cuda --compile on --precision bf16
+
+Reports the median seconds per update, updates/s, the environment steps per second
+that rate sustains at ``--train-ratio`` (env steps/s = updates/s * B * T / ratio, the
+environments' own time not counted), page faults, and on CUDA the GPU's utilisation
+during the timed updates (NVML, ``nvidia-ml-py``) and the peak memory allocated.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch
 from tensordict import TensorDict
 
 from wmblocks import keys
+from wmblocks.train.monitor import DeviceMonitor
 from wmblocks.train.speed import tune_host_allocator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,6 +137,13 @@ def main():
     parser.add_argument("--horizon", type=int, default=15)
     parser.add_argument("--compile", default="off", choices=["off", "on"])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--train-ratio",
+        type=float,
+        default=512.0,
+        help="for the env steps/s the update rate sustains (the loop's default 512)",
+    )
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="print the top aten ops")
@@ -156,23 +170,39 @@ def main():
         args.discrete,
         args.compile,
         args.precision,
+        args.device,
     )
-    times, faults = [], 0
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+
+    def sync() -> None:  # an update is timed to its last kernel, not its last launch
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    times, faults, monitor = [], 0, None
     for i in range(args.warmup + args.reps):
+        if i == args.warmup:
+            monitor = DeviceMonitor(device, interval=0.1)
+            monitor.read()  # the samples of the timed updates only
         t = time.perf_counter()
         f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         update()
+        sync()
         if i == 0:
             first = time.perf_counter() - start
         if i >= args.warmup:
             times.append(time.perf_counter() - t)
             faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
+    stats = monitor.read() if monitor is not None else {}
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             update()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    median = statistics.median(times)
+    per_s = 1.0 / median
+    env_steps = per_s * args.batch * args.length / args.train_ratio
     kind = "discrete" if args.discrete else "continuous"
     observed = f"vector {args.obs}" if args.obs else ""
     observed += f" image {args.image}x64x64" if args.image else ""
@@ -181,10 +211,21 @@ def main():
         f"({params / 1e6:.2f} M params), {kind} actions, B{args.batch} T{args.length} "
         f"H{args.horizon}, compile {args.compile}, {args.precision}, "
         f"{'tuned' if tuned else 'stock'} allocator, threads "
-        f"{torch.get_num_threads()}: median {statistics.median(times):.3f} s per update "
-        f"(min {min(times):.3f}), {faults // args.reps:,} page faults per update; build + "
+        f"{torch.get_num_threads()}, {device}: median {median:.4f} s per update "
+        f"(min {min(times):.4f}) = {per_s:.2f} updates/s = {env_steps:.1f} env steps/s at "
+        f"train ratio {args.train_ratio:g}; {faults // args.reps:,} page faults per update; "
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; build + "
         f"first update {first:.1f} s"
     )
+    if cuda:
+        util = stats.get("gpu/util_percent")
+        print(
+            f"GPU: utilisation {'n/a' if util is None else f'{util:.0f}%'} during the timed "
+            f"updates, peak memory allocated {stats['gpu/peak_memory_gb']:.2f} GB "
+            f"(reserved {stats['gpu/reserved_gb']:.2f} GB)"
+            + (f"; {monitor.note}" if monitor.note else "")
+        )
+    monitor.close()
 
 
 if __name__ == "__main__":

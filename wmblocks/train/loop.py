@@ -62,6 +62,7 @@ from wmblocks.train.config import (
 from wmblocks.train.envs import Envs, video_frame
 from wmblocks.train.guards import SkippedUpdates
 from wmblocks.train.logging import MetricsLog, Progress, plot_returns
+from wmblocks.train.monitor import DeviceMonitor
 from wmblocks.train.prefetch import Prefetcher
 from wmblocks.train.replay import SequenceReplay
 from wmblocks.train.speed import tune_host_allocator, use_compile
@@ -562,6 +563,9 @@ class Trainer:
         )
         log: MetricsLog | _Silent = _Silent()
         progress: Progress | _Silent = _Silent()
+        monitor = DeviceMonitor(self.device if main else torch.device("cpu"))
+        if monitor.note:
+            print(f"train: {monitor.note}", file=sys.stderr, flush=True)
         if main:
             log = MetricsLog(self.run_dir, resume_step=count["steps"] if cfg.resume else None)
             progress = Progress(cfg.steps, start=count["steps"])
@@ -635,12 +639,18 @@ class Trainer:
                 sanitized = {}
                 if cfg.sanitize:
                     sanitized["env/sanitized"] = distributed.sum_ints(env.sanitized)[0]
+                device = monitor.read()  # CUDA: utilisation since the last line, memory
+                if "gpu/util_percent" in device:
+                    progress.extras["GPU%"] = device["gpu/util_percent"]
+                if device:
+                    progress.extras["GPU GB"] = device["gpu/peak_memory_gb"]
                 log.write(
                     steps,
                     {
                         **{k: float(v) for k, v in distributed.mean_metrics(metrics).items()},
                         "train/skipped_updates": count["skipped_updates"],
                         **sanitized,
+                        **device,
                         "updates": count["updates"],
                         "time/elapsed_s": seconds(),
                     },
@@ -656,6 +666,7 @@ class Trainer:
             progress.update(steps, count["updates"])
         progress.update(count["steps"], count["updates"], force=True)
         progress.close()
+        monitor.close()
         log.close()
         if main:
             plot_returns(
