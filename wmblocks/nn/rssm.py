@@ -167,7 +167,7 @@ class RSSM(nn.Module):
         return deter, self.post_head.sample(post), post
 
     # torch.compile skips the two loops (recursive=False) instead of unrolling them: the
-    # cells they call (obs_cell; the policy and img_step) are compiled once each as
+    # cells they call (obs_cell; img_cell, which calls the policy) are compiled once each as
     # their own graphs and called T (H) times, so neither the graphs nor the compile
     # time grow with T and H.
     @torch.compiler.disable(recursive=False)
@@ -211,16 +211,25 @@ class RSSM(nn.Module):
         z = self.stoch_dim
         return {"feat": feat, "deter": feat[..., z:], "stoch": feat[..., :z], "action": action}
 
+    def img_cell(
+        self, deter: Tensor, stoch: Tensor, policy: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One step of :meth:`imagine` on ``[N, .]`` tensors: s_t = cat([z_t, h_t]),
+        a_t = policy(s_t), then :meth:`img_step`. Returns (s_t, a_t, h_{t+1}, z_{t+1}).
+        One call, so compiled it is one graph per step rather than three."""
+        feat = features(deter, stoch)
+        action = policy(feat)
+        deter, stoch = self.img_step(deter, stoch, action)
+        return feat, action, deter, stoch
+
     @torch.compiler.disable(recursive=False)
     def _imagine_scan(self, deter, stoch, policy, horizon):
         deter, stoch = _as_cell_output(deter, stoch)
         feats, actions = [], []
         for _ in range(horizon):
-            feat = features(deter, stoch)
-            action = policy(feat)
+            feat, action, deter, stoch = self.img_cell(deter, stoch, policy)
             feats.append(feat)
             actions.append(action)
-            deter, stoch = self.img_step(deter, stoch, action)
         feat = features(deter, stoch)
         feats.append(feat)
         # a_H is never stepped, so no loss differentiates it: detached (rather than drawn
