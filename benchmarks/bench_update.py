@@ -141,8 +141,8 @@ def main():
     parser.add_argument(
         "--train-ratio",
         type=float,
-        default=512.0,
-        help="for the env steps/s the update rate sustains (the loop's default 512)",
+        default=None,
+        help="for the env steps/s the update rate sustains (default: the recipe's, 96)",
     )
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
@@ -157,6 +157,12 @@ def main():
     tuned = False if args.stock_allocator else tune_host_allocator()
     if not (args.obs or args.image):
         parser.error("give an observation: --obs K and/or --image C")
+    if args.reps < 1:
+        parser.error(f"--reps must be >= 1, got {args.reps}")
+    if args.train_ratio is None:
+        args.train_ratio = load_recipe("dreamer_v3").Config().train_ratio
+    if args.train_ratio <= 0:
+        parser.error(f"--train-ratio must be > 0, got {args.train_ratio}")
     start = time.perf_counter()
     update, params = build_update(
         args.size,

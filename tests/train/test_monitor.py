@@ -26,17 +26,28 @@ def test_off_cuda_nothing_is_measured():
 
 def test_utilisation_is_the_mean_of_the_samples_since_the_last_read():
     values = iter([10.0, 20.0, 30.0, 40.0])
-    monitor = DeviceMonitor(
-        CUDA, interval=0.01, utilization=lambda: next(values, 50.0), memory=lambda: MEMORY
+    monitor = DeviceMonitor(  # the first sample is taken at start-up (10)
+        CUDA, interval=3600.0, utilization=lambda: next(values), memory=lambda: MEMORY
     )
-    deadline = time.time() + 5.0
-    while monitor._n < 4 and time.time() < deadline:
-        time.sleep(0.01)
+    monitor._sample()
+    monitor._sample()
     first = monitor.read()
-    assert {k: first[k] for k in MEMORY} == MEMORY
-    assert 10.0 <= first["gpu/util_percent"] <= 50.0
-    monitor.close()  # the thread stops: no sample after the last read
-    assert monitor.read() == MEMORY
+    assert first == {**MEMORY, "gpu/util_percent": 20.0}
+    assert monitor.read() == MEMORY  # no sample since: memory only
+    monitor._sample()
+    assert monitor.read()["gpu/util_percent"] == 40.0
+    monitor.close()
+
+
+def test_the_sampler_thread_samples_until_closed():
+    monitor = DeviceMonitor(CUDA, interval=0.01, utilization=lambda: 5.0, memory=lambda: MEMORY)
+    deadline = time.time() + 5.0
+    while monitor._n < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    assert monitor.read()["gpu/util_percent"] == 5.0
+    monitor.close()
+    monitor.read()  # drains a sample taken between the read and the close
+    assert monitor._thread is None and monitor.read() == MEMORY
 
 
 def test_without_nvml_only_memory_is_reported_and_the_note_says_why():
@@ -48,6 +59,12 @@ def test_without_nvml_only_memory_is_reported_and_the_note_says_why():
     assert "nvidia-ml-py" in monitor.note and "pynvml" in monitor.note
     assert monitor._thread is None
     monitor.close()
+
+    def unsupported():
+        raise RuntimeError("NVML: Not Supported")
+
+    mig = DeviceMonitor(CUDA, utilization=unsupported, memory=lambda: MEMORY)
+    assert "Not Supported" in mig.note and "pip" not in mig.note
 
 
 def test_the_loop_logs_what_the_monitor_reads(tmp_path, monkeypatch):

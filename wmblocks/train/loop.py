@@ -563,7 +563,8 @@ class Trainer:
         )
         log: MetricsLog | _Silent = _Silent()
         progress: Progress | _Silent = _Silent()
-        monitor = DeviceMonitor(self.device if main else torch.device("cpu"))
+        # Also closed by close(), should training stop with an error.
+        monitor = self.monitor = DeviceMonitor(self.device if main else torch.device("cpu"))
         if monitor.note:
             print(f"train: {monitor.note}", file=sys.stderr, flush=True)
         if main:
@@ -704,6 +705,8 @@ class Trainer:
         return ret
 
     def close(self) -> None:
+        if getattr(self, "monitor", None) is not None:
+            self.monitor.close()
         self.prefetch.close()
         self.env.close()
         if self.eval_env is not None:

@@ -47,7 +47,11 @@ class DeviceMonitor:
         utilization: Callable[[], float] | None = None,
         memory: Callable[[], dict[str, float]] | None = None,
     ):
-        self.active = torch.device(device).type == "cuda"
+        device = torch.device(device)
+        self.active = device.type == "cuda"
+        if self.active and device.index is None and utilization is None:
+            # The sampler thread has its own current device: fix the index here.
+            device = torch.device("cuda", torch.cuda.current_device())
         self.note: str | None = None
         self._memory = memory or (lambda: cuda_memory(device))
         self._utilization = utilization or (lambda: torch.cuda.utilization(device))
@@ -60,10 +64,9 @@ class DeviceMonitor:
         try:
             self._sample()
         except Exception as err:  # noqa: BLE001 - NVML missing or unusable: memory only
-            self.note = (
-                f"GPU utilisation not measured ({type(err).__name__}: {err}); "
-                "pip install nvidia-ml-py (the gpu extra) for it"
-            )
+            self.note = f"GPU utilisation not measured ({type(err).__name__}: {err})"
+            if isinstance(err, ModuleNotFoundError):
+                self.note += "; pip install nvidia-ml-py (the gpu extra) for it"
             return
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
         self._thread.start()

@@ -61,11 +61,13 @@ def trust_cpu_vector_isa() -> bool:
     the CPU's feature flags instead of test-compiling and loading a probe program per
     candidate set. The probes are built without inductor's precompiled header and
     cost ~5-6 s of a cold start on this 2-core CPU (of ~60 s at size 1m; they are
-    cached after). Sets ``torch._inductor.config.cpp.vec_isa_ok = True`` only where it
-    is unset (``TORCHINDUCTOR_VEC_ISA_OK=0`` in the environment keeps the probes off,
-    and scalar kernels). A compiler that cannot build the chosen set then fails at the
-    first kernel, naming the flag, rather than falling back silently. Returns whether
-    it changed the setting."""
+    cached after); probes of extensions (AVX-512 BF16, AMX) still run where the CPU
+    has them. Sets ``torch._inductor.config.cpp.vec_isa_ok = True`` only where it is
+    unset (``TORCHINDUCTOR_VEC_ISA_OK=0`` in the environment keeps it, and scalar
+    kernels); process-wide, so it holds for later compiles too, and inductor caches
+    its choice, so it counts only before the process's first CPU compile. A compiler
+    that cannot build the chosen set then fails at the first kernel, naming the flag,
+    rather than falling back silently. Returns whether it changed the setting."""
     import torch._inductor.config as inductor_config
 
     if inductor_config.cpp.vec_isa_ok is not None:
@@ -74,7 +76,7 @@ def trust_cpu_vector_isa() -> bool:
     return True
 
 
-def compile_optimizers(optimizers: dict, enabled: bool, device: torch.device) -> dict:
+def compile_optimizers(optimizers: dict, enabled: bool, device: torch.device | str) -> dict:
     """Compile the step of every optimiser in ``optimizers`` (name -> a
     :class:`~wmblocks.optim.ClippedOptimizer`) that has a compiled form, when
     ``enabled`` and ``device`` is not a CPU: :meth:`~wmblocks.optim.LaPropAGC.compile`
@@ -84,7 +86,7 @@ def compile_optimizers(optimizers: dict, enabled: bool, device: torch.device) ->
     (inductor schedules ~1,600 foreach nodes over 81 parameters). torch's fused Adam
     (V1, V2, V3-2023) is one kernel per step already and stays as it is. Returns
     ``optimizers``."""
-    if enabled and device.type != "cpu":
+    if enabled and torch.device(device).type != "cpu":
         for opt in optimizers.values():
             if isinstance(opt.opt, LaPropAGC):
                 opt.opt.compile()
