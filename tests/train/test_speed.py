@@ -88,23 +88,25 @@ def _graph_breaks() -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("env_id", "args", "given_up"),
+    ("recipe", "env_id", "args", "given_up"),
     [
-        ("CartPole-v1", (), 0),  # 2024: REINFORCE, everything compiled
+        ("dreamer_v3", "CartPole-v1", (), 0),  # 2024: REINFORCE, everything compiled
         # 2023 continuous: dynamics backprop freezes the world model and critic with
         # gradients on; dynamo gives up on that one small frame (frozen_call) only.
-        ("Pendulum-v1", ("--revision", "2023"), 1),
+        ("dreamer_v3", "Pendulum-v1", ("--revision", "2023"), 1),
+        ("dreamer_v2", "CartPole-v1", (), 0),
+        ("dreamer_v1", "Pendulum-v1", (), 1),
     ],
 )
 @torch._inductor.config.patch(fallback_random=True)  # eager's RNG
 @torch._dynamo.config.patch(error_on_recompile=True)  # one graph per cell and frame
-def test_compiled_update_and_acting_equal_eager(env_id, args, given_up):
+def test_compiled_update_and_acting_equal_eager(recipe, env_id, args, given_up):
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
-    eager, env = build("dreamer_v3", env_id, *args, "--compile", "off")
+    eager, env = build(recipe, env_id, *args, "--compile", "off")
     torch.manual_seed(0)
-    fast, _ = build("dreamer_v3", env_id, *args, "--compile", "on")
+    fast, _ = build(recipe, env_id, *args, "--compile", "on")
     batch = with_context(random_batch(env.obs_shapes, env.action_dim, B=3, T=6), eager)
     for i in range(3):
         torch.manual_seed(i)
@@ -114,7 +116,9 @@ def test_compiled_update_and_acting_equal_eager(env_id, args, given_up):
         for name, value in ref.items():
             torch.testing.assert_close(out[name], value, rtol=1e-4, atol=1e-5, msg=name)
     for p, q in zip(eager.wm.parameters(), fast.wm.parameters(), strict=True):
-        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6)
+        # atol 1e-5: Adam's normalised step turns a rounding-size gradient difference
+        # on a near-zero gradient into a step difference of up to ~lr (V1).
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5)
     breaks = [k for k in _graph_breaks() if "requires_grad_" not in k or not given_up]
     assert all("torch.compiler.disable" in k for k in breaks), breaks  # only the two scans
     skipped = {re.search(r"<function (\S+) at", k).group(1) for k in breaks}

