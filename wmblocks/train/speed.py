@@ -54,9 +54,9 @@ def compiled(fn: Callable, enabled: bool, **options) -> Callable:
     Calls run with dynamo's ``nested_graph_breaks``: at the RSSM scans (graph breaks
     by design, several calls deep inside a loss) tracing resumes in the function that
     called the scan instead of splitting every enclosing function into a graph before
-    and a graph after it. The V3 update then compiles 7 graphs instead of 21 (40 frames
-    instead of 68), its cold start is ~10 s shorter on this CPU (64 s against 72-77 s
-    in paired runs), and its graphs are larger (more fusion).
+    and a graph after it. The V3 update then compiles 7 frames, each one graph, instead
+    of 21 frames with 15 graphs; in four paired runs on this 2-core CPU its cold start
+    was 63-65 s against 64-77 s and its update 313-327 ms against 327-356 ms.
     """
     if not enabled:
         return fn
