@@ -185,11 +185,10 @@ def main():
         if cuda:
             torch.cuda.synchronize(device)
 
-    times, faults, monitor = [], 0, None
+    times, faults, monitor = [], 0, DeviceMonitor(device, interval=0.1)
     for i in range(args.warmup + args.reps):
         if i == args.warmup:
-            monitor = DeviceMonitor(device, interval=0.1)
-            monitor.read()  # the samples of the timed updates only
+            monitor.read()  # from here on: the samples of the timed updates only
         t = time.perf_counter()
         f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         update()
@@ -199,7 +198,7 @@ def main():
         if i >= args.warmup:
             times.append(time.perf_counter() - t)
             faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
-    stats = monitor.read() if monitor is not None else {}
+    stats = monitor.read()
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -57,7 +57,7 @@ MODEL = settings(max_examples=8)  # a tiny world model per example: keep the fil
 SEEDS = st.integers(0, 2**31 - 1)
 
 
-def _close(actual, expected, rtol=1e-5, atol=1e-5):
+def _assert_close(actual, expected, rtol=1e-5, atol=1e-5):
     torch.testing.assert_close(
         torch.as_tensor(actual, dtype=torch.float64),
         torch.as_tensor(expected, dtype=torch.float64),
@@ -115,7 +115,7 @@ def test_v1_gaussian_latent_std_reparameterisation_and_kl(seed, scale, stoch):
         m_raw, s_raw = raw[i, n, k].item(), raw[i, n, stoch + k].item()
         assert mean[i, n, k].item() == m_raw  # unconstrained: the linear output itself
         softplus = max(s_raw, 0.0) + math.log1p(math.exp(-abs(s_raw)))  # ln(1 + e^s)
-        _close(std[i, n, k].item(), softplus + 0.1, rtol=1e-9, atol=1e-12)
+        _assert_close(std[i, n, k].item(), softplus + 0.1, rtol=1e-9, atol=1e-12)
     assert bool((std >= 0.1).all())
 
     # Reparameterised sample: z = mean + std * eps, with d z / d raw_mean = 1 and
@@ -124,10 +124,12 @@ def test_v1_gaussian_latent_std_reparameterisation_and_kl(seed, scale, stoch):
     z = head.sample(stats)
     torch.manual_seed(seed)
     eps = torch.randn(std.shape, dtype=std.dtype)
-    _close(z, mean + std * eps, rtol=1e-12, atol=1e-12)
+    _assert_close(z, mean + std * eps, rtol=1e-12, atol=1e-12)
     (grad,) = torch.autograd.grad(z.sum(), raw)
-    _close(grad[..., :stoch], torch.ones_like(eps), rtol=1e-12, atol=1e-12)
-    _close(grad[..., stoch:], eps * raw[..., stoch:].detach().sigmoid(), rtol=1e-8, atol=1e-12)
+    _assert_close(grad[..., :stoch], torch.ones_like(eps), rtol=1e-12, atol=1e-12)
+    _assert_close(
+        grad[..., stoch:], eps * raw[..., stoch:].detach().sigmoid(), rtol=1e-8, atol=1e-12
+    )
 
     post, prior = stats.detach()
     kl = head.kl(post, prior)
@@ -135,12 +137,12 @@ def test_v1_gaussian_latent_std_reparameterisation_and_kl(seed, scale, stoch):
     for n in range(3):
         (mq, sq), (mp, sp) = post[n].tolist(), prior[n].tolist()
         slow = math.fsum(_normal_kl(mq[k], sq[k], mp[k], sp[k]) for k in range(stoch))
-        _close(kl[n].item(), slow, rtol=1e-9, atol=1e-9)
+        _assert_close(kl[n].item(), slow, rtol=1e-9, atol=1e-9)
     normal = torch.distributions.Normal
     reference = torch.distributions.kl_divergence(
         normal(*post.unbind(-2)), normal(*prior.unbind(-2))
     )
-    _close(kl, reference.sum(-1), rtol=1e-9, atol=1e-9)
+    _assert_close(kl, reference.sum(-1), rtol=1e-9, atol=1e-9)
     assert torch.equal(head.kl(post, post), torch.zeros(3, dtype=torch.float64))
 
 
@@ -187,19 +189,19 @@ def test_v1_world_model_loss_is_minus_j_rec(clipped, seed, u):
                 )
                 for i in range(post.shape[-1])
             )
-            _close(td[keys.loss_key("obs")][b, t].item(), -log_obs[b, t])
-            _close(td[keys.loss_key("reward")][b, t].item(), -log_reward[b, t])
+            _assert_close(td[keys.loss_key("obs")][b, t].item(), -log_obs[b, t])
+            _assert_close(td[keys.loss_key("reward")][b, t].item(), -log_reward[b, t])
     batch_kl = math.fsum(kls.values()) / (B * T)
     beta = 1.0
     j_rec = math.fsum(log_obs[i] + log_reward[i] for i in log_obs) / (B * T) - beta * max(
         free, batch_kl
     )
     total, _ = total_loss(td, V1_SCALES)
-    _close(total.item(), -j_rec)
+    _assert_close(total.item(), -j_rec)
     loss_kl = td[keys.loss_key("kl")]
     assert (batch_kl < free) == clipped
     if not clipped:  # the KL itself, per step
-        _close(loss_kl, torch.tensor([[kls[b, t] for t in range(T)] for b in range(B)]))
+        _assert_close(loss_kl, torch.tensor([[kls[b, t] for t in range(T)] for b in range(B)]))
     else:  # the constant free everywhere, no gradient
         assert bool((loss_kl == free).all())
         grads = torch.autograd.grad(loss_kl.sum(), [*wm.parameters()], allow_unused=True)
@@ -231,12 +233,12 @@ def test_state_nce_is_the_log_ratio_of_matched_to_summed_state_model(seed, n, di
 
     for i in range(n):
         slow = log_q(i, i) - _logsumexp([log_q(i, o) for o in range(n)])
-        _close(j[i].item(), slow, rtol=1e-9, atol=1e-9)
+        _assert_close(j[i].item(), slow, rtol=1e-9, atol=1e-9)
     assert bool((j <= 1e-12).all())
     if n == 1:
         assert abs(j.item()) <= 1e-12
     if ignore_o:
-        _close(j, torch.full((n,), -math.log(n), dtype=torch.float64), rtol=1e-9, atol=1e-9)
+        _assert_close(j, torch.full((n,), -math.log(n), dtype=torch.float64), rtol=1e-9, atol=1e-9)
 
 
 @settings(max_examples=5)
@@ -265,7 +267,7 @@ def test_v1_nce_world_model_loss_contrasts_all_batch_observations(seed):
 
     for i, (b, t) in enumerate(cells):
         j_s = log_q(i, i) - _logsumexp([log_q(i, o) for o in range(len(cells))])
-        _close(td[keys.loss_key("state")][b, t].item(), -j_s, rtol=1e-4, atol=1e-4)
+        _assert_close(td[keys.loss_key("state")][b, t].item(), -j_s, rtol=1e-4, atol=1e-4)
 
 
 # 4. V1 critic -------------------------------------------------------------------------
@@ -298,14 +300,14 @@ def test_v1_critic_loss_regresses_the_explicit_lambda_return(seed, horizon, gamm
         value = critic(feat).mean  # v(s_tau)
     # V_lambda(s_tau) for tau = 1..H-1 with the trajectory ending at s_H.
     ret = lambda_return_v1(reward[:, 1:horizon], value[:, 2:], gamma, lam)
-    _close(out["return"], ret)
+    _assert_close(out["return"], ret)
     n_traj = feat.shape[0]
     assert out["loss_critic"].shape == (n_traj, horizon - 1)
     for n in range(n_traj):
         for t in range(horizon - 1):
             v, r = value[n, t + 1].item(), ret[n, t].item()
             slow = gamma**t * (0.5 * (v - r) ** 2 + 0.5 * LOG_2PI)
-            _close(out["loss_critic"][n, t].item(), slow)
+            _assert_close(out["loss_critic"][n, t].item(), slow)
 
 
 # 5. V2 discount ------------------------------------------------------------------------
@@ -339,7 +341,7 @@ def test_v2_discount_target_is_gamma_times_not_terminal(seed, gamma, p_terminal)
         for t in range(T):
             y = gamma * (1.0 - float(term[b, t]))
             slow = _bce(y, logits[b, t].item())
-            _close(td[keys.loss_key("discount")][b, t].item(), slow)
+            _assert_close(td[keys.loss_key("discount")][b, t].item(), slow)
 
     feat = _randn(seed, B * T, 4, wm.rssm.feat_dim, dtype=torch.float32)  # s_0..s_3
     with torch.no_grad():
@@ -349,7 +351,7 @@ def test_v2_discount_target_is_gamma_times_not_terminal(seed, gamma, p_terminal)
     for n in range(B * T):
         first = torch.tensor(gamma * (1.0 - float(term.flatten()[n])), dtype=disc.dtype)
         assert disc[n, 0].item() == first.item()
-    _close(disc[:, 1:], probs[:, 1:], rtol=1e-6, atol=1e-7)
+    _assert_close(disc[:, 1:], probs[:, 1:], rtol=1e-6, atol=1e-7)
 
 
 # 6. V2 actor ---------------------------------------------------------------------------
@@ -423,18 +425,18 @@ def test_v2_actor_objective_as_assembled(rho, discrete, seed, eta, horizon, lam)
         objective = rho * (-log_prob * adv) + (1 - rho) * (-rets[t + 1]) - eta * entropy
         actor_terms.append(weights[t] * objective)
     slow_actor = torch.stack(actor_terms, 1)
-    _close(out["loss_actor"], slow_actor.detach())
+    _assert_close(out["loss_actor"], slow_actor.detach())
     ret = torch.stack(rets[:horizon], 1).detach()
-    _close(out["return"], ret)
+    _assert_close(out["return"], ret)
     with torch.no_grad():
         v = critic(feat[:, :horizon]).mean
-    _close(out["loss_critic"], torch.stack(weights, 1) * (v - ret) ** 2)
+    _assert_close(out["loss_critic"], torch.stack(weights, 1) * (v - ret) ** 2)
 
     params = [*actor.parameters()]
     fast = torch.autograd.grad(out["loss_actor"].sum(), params, allow_unused=True)
     slow = torch.autograd.grad(slow_actor.sum(), params, allow_unused=True)
     for f, s in zip(fast, slow, strict=True):
-        _close(
+        _assert_close(
             torch.zeros(()) if f is None else f,
             torch.zeros(()) if s is None else s,
             rtol=1e-4,
@@ -481,10 +483,10 @@ def test_v3_world_model_loss_is_the_beta_weighted_sum(revision, seed, spread, p_
             ]
             kl_step[b, t] = math.fsum(per_group)
             clipped = max(1.0, kl_step[b, t])
-            _close(td[keys.loss_key("dyn")][b, t].item(), clipped)
-            _close(td[keys.loss_key("rep")][b, t].item(), clipped)
+            _assert_close(td[keys.loss_key("dyn")][b, t].item(), clipped)
+            _assert_close(td[keys.loss_key("rep")][b, t].item(), clipped)
             y = cont_target * (1.0 - float(td[keys.IS_TERMINAL][b, t]))
-            _close(td[keys.loss_key("cont")][b, t].item(), _bce(y, cont_logits[b, t].item()))
+            _assert_close(td[keys.loss_key("cont")][b, t].item(), _bce(y, cont_logits[b, t].item()))
 
     def mean(name):
         return td[keys.loss_key(name)].detach().double().mean().item()
@@ -495,7 +497,7 @@ def test_v3_world_model_loss_is_the_beta_weighted_sum(revision, seed, spread, p_
     expected = 1.0 * pred + beta_dyn * dyn + 0.1 * dyn
     scales = V3_2024_SCALES if revision == 2024 else V3_2023_SCALES
     total, _ = total_loss(td, scales)
-    _close(total.item(), expected)
+    _assert_close(total.item(), expected)
 
 
 # 8. V3 critic with the slow-critic regulariser ------------------------------------------
@@ -564,10 +566,10 @@ def test_v3_critic_loss_with_slow_regulariser(seed, horizon, gamma, slowreg):
             nll = -_twohot_log_prob(lp, rets[t])
             nll_return[n, t] = weight * nll
             slow = weight * (nll - slowreg * _twohot_log_prob(lp, slow_value[n, t].item()))
-            _close(loss[n, t].item(), slow, rtol=1e-7, atol=1e-7)
+            _assert_close(loss[n, t].item(), slow, rtol=1e-7, atol=1e-7)
     zero, one = critic_loss(0.0), critic_loss(1.0)
-    _close(zero, nll_return, rtol=1e-7, atol=1e-7)
-    _close(loss, zero + slowreg * (one - zero), rtol=1e-7, atol=1e-7)
+    _assert_close(zero, nll_return, rtol=1e-7, atol=1e-7)
+    _assert_close(loss, zero + slowreg * (one - zero), rtol=1e-7, atol=1e-7)
 
 
 # 9. The seed's twohot --------------------------------------------------------------------
@@ -590,7 +592,7 @@ def test_seed_twohot_encoding_and_symmetric_expectation(values, seed, constant):
     y = sum_i w_i b_i in raw space. The prediction is softmax(f)^T B, summed
     symmetrically so uniform (or mirror-symmetric) logits give exactly 0."""
     grid = torch.linspace(-20.0, 20.0, 255, dtype=torch.float64)
-    _close(BINS, symexp(grid), rtol=1e-5, atol=1e-12)  # built from a float32 grid
+    _assert_close(BINS, symexp(grid), rtol=1e-5, atol=1e-12)  # built from a float32 grid
     assert torch.equal(BINS, -BINS.flip(0)) and BINS[127].item() == 0.0
     assert bool((BINS.diff() > 0).all())
     y = torch.tensor(values, dtype=torch.float64)
@@ -604,15 +606,15 @@ def test_seed_twohot_encoding_and_symmetric_expectation(values, seed, constant):
         assert below[i].item() == k and above[i].item() == k + 1
         assert BIN_LIST[k] <= v <= BIN_LIST[k + 1]
         w_k = (BIN_LIST[k + 1] - v) / (BIN_LIST[k + 1] - BIN_LIST[k])
-        _close(w_below[i].item(), w_k, rtol=1e-12, atol=1e-12)
-        _close(w_above[i].item(), 1.0 - w_k, rtol=1e-12, atol=1e-12)
+        _assert_close(w_below[i].item(), w_k, rtol=1e-12, atol=1e-12)
+        _assert_close(w_above[i].item(), 1.0 - w_k, rtol=1e-12, atol=1e-12)
         if v in BIN_LIST[:-1]:
             assert w_below[i].item() == 1.0
         row = weights[i].tolist()
         assert all(row[j] == 0.0 for j in range(255) if j not in (k, k + 1))
         assert min(row) >= 0.0
-        _close(math.fsum(row), 1.0, rtol=1e-12, atol=1e-12)
-        _close(
+        _assert_close(math.fsum(row), 1.0, rtol=1e-12, atol=1e-12)
+        _assert_close(
             math.fsum(w * b for w, b in zip(row, BIN_LIST, strict=True)), v, rtol=1e-12, atol=1e-9
         )
 
@@ -623,9 +625,9 @@ def test_seed_twohot_encoding_and_symmetric_expectation(values, seed, constant):
         probs = logits[i].softmax(-1).tolist()
         terms = [p * b for p, b in zip(probs, BIN_LIST, strict=True)]
         magnitude = math.fsum(abs(x) for x in terms)
-        _close(mean[i], math.fsum(terms), rtol=0.0, atol=1e-12 * magnitude + 1e-12)
+        _assert_close(mean[i], math.fsum(terms), rtol=0.0, atol=1e-12 * magnitude + 1e-12)
         lp = logits[i].log_softmax(-1).tolist()
-        _close(log_prob[i], _twohot_log_prob(lp, values[i]), rtol=1e-9, atol=1e-9)
+        _assert_close(log_prob[i], _twohot_log_prob(lp, values[i]), rtol=1e-9, atol=1e-9)
     uniform = TwoHotSymlog(torch.full((2, 255), constant))  # default bins, float32
     assert torch.equal(uniform.mean, torch.zeros(2))
     mirrored = TwoHotSymlog(logits + logits.flip(-1), BINS)

@@ -640,18 +640,18 @@ class Trainer:
                 sanitized = {}
                 if cfg.sanitize:
                     sanitized["env/sanitized"] = distributed.sum_ints(env.sanitized)[0]
-                device = monitor.read()  # CUDA: utilisation since the last line, memory
-                if "gpu/util_percent" in device:
-                    progress.extras["GPU%"] = device["gpu/util_percent"]
-                if device:
-                    progress.extras["GPU GB"] = device["gpu/peak_memory_gb"]
+                gpu = monitor.read()  # CUDA: utilisation since the last line, memory
+                if "gpu/util_percent" in gpu:
+                    progress.extras["GPU%"] = gpu["gpu/util_percent"]
+                if gpu:
+                    progress.extras["GPU GB"] = gpu["gpu/peak_memory_gb"]
                 log.write(
                     steps,
                     {
                         **{k: float(v) for k, v in distributed.mean_metrics(metrics).items()},
                         "train/skipped_updates": count["skipped_updates"],
                         **sanitized,
-                        **device,
+                        **gpu,
                         "updates": count["updates"],
                         "time/elapsed_s": seconds(),
                     },
