@@ -40,6 +40,7 @@ from wmblocks.functional.actor import (
     rho_mix,
 )
 from wmblocks.functional.returns import cumulative_discount, lambda_return
+from wmblocks.nn.heads import heads_on
 from wmblocks.nn.normalize import ReturnNormalizer
 from wmblocks.nn.world_model import WorldModel
 
@@ -359,29 +360,25 @@ def behavior_loss_v3(
     traj = imagine(wm, actor, td, horizon, backprop=backprop)
     feat = traj["feat"]  # [N, H+1, F]
     is_terminal = td[keys.IS_TERMINAL].flatten()
+    # The heads on the imagined states in two groups by their gradients, each group's
+    # first layers one matmul (heads_on): frozen (graph only to feat, for backprop) and
+    # trained (critic and actor on sg(s_t)).
+    frozen_heads = (wm.reward_head, wm.cont_head, slow_critic) + ((critic,) if backprop else ())
     with torch.set_grad_enabled(backprop):
-        reward, cont, value = frozen_call(  # [N, H+1] each (value: backprop only)
-            lambda: (
-                wm.reward_head(feat).mean,
-                continue_flags(wm.cont_head(feat), is_terminal),
-                critic(feat).mean if backprop else None,
-            ),
-            wm,
-            critic,
+        reward, cont, slow, *value = frozen_call(  # [N, H+1] dists
+            lambda: heads_on(feat, *frozen_heads), wm, critic
         )
-    with torch.no_grad():
-        slow = slow_critic(feat).mean
-    critic_dist = critic(feat.detach())  # one call serves REINFORCE's values and the loss
-    if value is None:
-        value = critic_dist.mean.detach()
+    # One critic call serves REINFORCE's values and the loss.
+    critic_dist, policy = heads_on(feat.detach(), critic, actor)
+    value = value[0].mean if backprop else critic_dist.mean.detach()
     return imagination_loss_v3(
         action=traj["action"].detach(),
-        reward=reward,
-        cont=cont,
+        reward=reward.mean,
+        cont=continue_flags(cont, is_terminal),
         value=value,
-        policy=actor(feat.detach()),
+        policy=policy,
         critic=critic_dist,
-        slow_value=slow,
+        slow_value=slow.mean.detach(),
         normalizer=normalizer,
         gamma=gamma,
         lam=lam,

@@ -20,9 +20,9 @@ from wmblocks.nn.encoders import (
     VectorDecoder,
     VectorEncoder,
 )
-from wmblocks.nn.heads import BernoulliHead, ScalarHead, TwoHotHead
+from wmblocks.nn.heads import BernoulliHead, ScalarHead, TwoHotHead, heads_on
 from wmblocks.nn.latents import CategoricalLatentHead, GaussianLatentHead
-from wmblocks.nn.layers import MLP, BlockLinear, ChannelNorm
+from wmblocks.nn.layers import MLP, BlockLinear, ChannelNorm, mlps_on
 from wmblocks.nn.normalize import ReturnNormalizer
 from wmblocks.nn.rssm import RSSM, features
 from wmblocks.nn.world_model import (
@@ -68,6 +68,8 @@ __all__ = [
     "ema_update_",
     "explore",
     "features",
+    "heads_on",
+    "mlps_on",
     "refresh_context_",
     "shift_actions",
     "split_context",

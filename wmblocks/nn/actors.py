@@ -42,7 +42,11 @@ class DiscreteActor(nn.Module):
         self.unimix = unimix
 
     def forward(self, feat: Tensor) -> OneHotStraightThrough:
-        return OneHotStraightThrough(self.mlp(feat), self.unimix)
+        return self.read(self.mlp(feat))
+
+    def read(self, logits: Tensor) -> OneHotStraightThrough:
+        """The policy of the MLP's output ``[..., A]``."""
+        return OneHotStraightThrough(logits, self.unimix)
 
 
 class BoundedNormalActor(nn.Module):
@@ -74,7 +78,11 @@ class BoundedNormalActor(nn.Module):
         self.minstd, self.maxstd = minstd, maxstd
 
     def forward(self, feat: Tensor) -> BoundedNormal:
-        mean, std = self.mlp(feat).chunk(2, -1)
+        return self.read(self.mlp(feat))
+
+    def read(self, out: Tensor) -> BoundedNormal:
+        """The policy of the MLP's output ``[..., 2A]`` (mean, std halves)."""
+        mean, std = out.chunk(2, -1)
         return BoundedNormal(mean, std, self.minstd, self.maxstd)
 
 
@@ -102,7 +110,11 @@ class TanhNormalActor(nn.Module):
         self.min_std, self.mean_scale = min_std, mean_scale
 
     def forward(self, feat: Tensor) -> TanhNormal:
-        mean, std = self.mlp(feat).chunk(2, -1)
+        return self.read(self.mlp(feat))
+
+    def read(self, out: Tensor) -> TanhNormal:
+        """The policy of the MLP's output ``[..., 2A]`` (mean, std halves)."""
+        mean, std = out.chunk(2, -1)
         mean = self.mean_scale * torch.tanh(mean / self.mean_scale)
         return TanhNormal(mean, F.softplus(std + self.raw_init_std) + self.min_std)
 
@@ -128,7 +140,11 @@ class TruncNormalActor(nn.Module):
         self.init_std, self.min_std = init_std, min_std
 
     def forward(self, feat: Tensor) -> TruncatedNormal:
-        mean, std = self.mlp(feat).chunk(2, -1)
+        return self.read(self.mlp(feat))
+
+    def read(self, out: Tensor) -> TruncatedNormal:
+        """The policy of the MLP's output ``[..., 2A]`` (mean, std halves)."""
+        mean, std = out.chunk(2, -1)
         std = 2.0 * torch.sigmoid((std + self.init_std) / 2.0) + self.min_std
         return TruncatedNormal(torch.tanh(mean), std)
 

@@ -81,6 +81,14 @@ class SlowCritic(nn.Module):
     def forward(self, feat: Tensor):
         return self.critic(feat)
 
+    @property
+    def mlp(self) -> nn.Module:
+        """The copy's MLP (with :meth:`read`, for :func:`~wmblocks.nn.heads.heads_on`)."""
+        return self.critic.mlp
+
+    def read(self, out: Tensor):
+        return self.critic.read(out)
+
     def update(self, critic: nn.Module, skip: Tensor | None = None) -> None:
         self.calls += 1
         if self.calls % self.every == 0:

@@ -7,6 +7,8 @@ only call ``.mean``, ``.mode``, ``.log_prob`` and ``.entropy`` on what it return
                     ``TwoHotSymlog2023``), bins kept as a buffer
     ScalarHead      reward and critic of V1 (unit Gaussian) and V2 (squared error)
     BernoulliHead   continue (V3) and discount (V2) heads
+
+:func:`heads_on` runs several heads on one input with their first layers as one matmul.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import Tensor, nn
 
 from wmblocks.dists import Bernoulli, TwoHotSymlog, TwoHotSymlog2023, UnitNormal
 from wmblocks.functional.twohot import is_antisymmetric, symexp_twohot_bins, twohot_bins
-from wmblocks.nn.layers import MLP
+from wmblocks.nn.layers import MLP, mlps_on
 
 TWOHOT_BINS = {TwoHotSymlog: symexp_twohot_bins, TwoHotSymlog2023: twohot_bins}
 
@@ -63,7 +65,11 @@ class TwoHotHead(nn.Module):
         self.register_buffer("bins", grid, persistent=False)
 
     def forward(self, feat: Tensor):
-        return self.dist(self.mlp(feat), self.bins, self.symmetric)
+        return self.read(self.mlp(feat))
+
+    def read(self, logits: Tensor):
+        """The distribution of the MLP's output ``[..., K]``."""
+        return self.dist(logits, self.bins, self.symmetric)
 
 
 class ScalarHead(nn.Module):
@@ -95,7 +101,11 @@ class ScalarHead(nn.Module):
         self.dist = dist
 
     def forward(self, feat: Tensor):
-        return self.dist(self.mlp(feat).squeeze(-1), event_dims=0)
+        return self.read(self.mlp(feat))
+
+    def read(self, out: Tensor):
+        """The distribution of the MLP's output ``[..., 1]``."""
+        return self.dist(out.squeeze(-1), event_dims=0)
 
 
 class BernoulliHead(nn.Module):
@@ -122,4 +132,23 @@ class BernoulliHead(nn.Module):
         )
 
     def forward(self, feat: Tensor) -> Bernoulli:
-        return Bernoulli(self.mlp(feat).squeeze(-1))
+        return self.read(self.mlp(feat))
+
+    def read(self, logit: Tensor) -> Bernoulli:
+        """The distribution of the MLP's output ``[..., 1]``."""
+        return Bernoulli(logit.squeeze(-1))
+
+
+def heads_on(feat: Tensor, *heads: nn.Module) -> list:
+    """``[head(feat) for head in heads]`` for heads that share their input, with the
+    first layers of their MLPs as one matmul (:func:`~wmblocks.nn.layers.mlps_on`).
+
+    A head here is any module with an ``mlp`` (:class:`~wmblocks.nn.layers.MLP`) and a
+    ``read(out)`` that turns the MLP's output into its distribution, as every head,
+    actor and critic of :mod:`wmblocks.nn` has (``forward(feat) == read(mlp(feat))``).
+    Group heads by their gradients (all trained, or all frozen or under no_grad): see
+    ``mlps_on``. ``feat`` ``[..., F]`` -> one distribution per head, batch shape
+    ``[...]``.
+    """
+    outs = mlps_on(feat, [head.mlp for head in heads])
+    return [head.read(out) for head, out in zip(heads, outs, strict=True)]
