@@ -174,10 +174,11 @@ class RSSM(nn.Module):
     def _observe_scan(self, keep, act_pre, emb_pre, init, state):
         deter, stoch = _as_cell_output(*state)
         deters, stochs, posts = [], [], []
-        for t in range(keep.shape[1]):
-            deter, stoch, post = self.obs_cell(
-                deter, stoch, keep[:, t], act_pre[:, t], emb_pre[:, t], *init
-            )
+        # unbind, not [:, t]: its backward stacks the T gradients once, where T selects
+        # would each scatter into a zero [B, T, .] tensor and add them up (T^2 traffic).
+        steps = zip(keep.unbind(1), act_pre.unbind(1), emb_pre.unbind(1), strict=True)
+        for keep_t, act_t, emb_t in steps:
+            deter, stoch, post = self.obs_cell(deter, stoch, keep_t, act_t, emb_t, *init)
             deters.append(deter)
             stochs.append(stoch)
             posts.append(post)
