@@ -87,6 +87,7 @@ class SlowCritic(nn.Module):
         return self.critic.mlp
 
     def read(self, out: Tensor):
+        """The copy's distribution of its MLP's output (the critic's ``read``)."""
         return self.critic.read(out)
 
     def update(self, critic: nn.Module, skip: Tensor | None = None) -> None:
