@@ -100,3 +100,9 @@ def test_mlps_on_with_fewer_than_two_layers_to_fuse_calls_them_as_they_are(count
     x = torch.randn(2, F)
     for out, mlp in zip(mlps_on(x, mlps), mlps, strict=True):
         torch.testing.assert_close(out, mlp(x))
+
+
+def test_mlps_on_names_an_input_width_that_a_first_layer_does_not_take():
+    mlps = [MLP(F, 3, units=4, layers=1), MLP(F + 1, 3, units=4, layers=1)]
+    with pytest.raises(ValueError, match=r"12 features.*\[12, 13\]"):
+        mlps_on(torch.randn(2, F), mlps)

@@ -144,6 +144,12 @@ def mlps_on(x: Tensor, mlps: Sequence[MLP]) -> list[Tensor]:
     if len(fused) < 2:
         return [m(x) for m in mlps]
     firsts = [m.first for m in fused]
+    widths = [f.in_features for f in firsts]
+    if any(w != x.shape[-1] for w in widths):
+        raise ValueError(
+            f"mlps_on: input has {x.shape[-1]} features but the MLPs' first layers take "
+            f"{widths}; run MLPs with different inputs apart"
+        )
     weight = torch.cat([f.weight for f in firsts])
     bias = torch.cat([f.bias for f in firsts])
     pre = nn.functional.linear(x, weight, bias).split([f.out_features for f in firsts], -1)
