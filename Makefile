@@ -16,7 +16,7 @@ TEST_WORKERS ?= 2
 # Debian packages for headless MuJoCo rendering (dm-control): EGL, with OSMesa as fallback.
 GL_PACKAGES ?= libegl1 libegl-mesa0 libgl1 libosmesa6
 
-.PHONY: setup suites test lint run clean
+.PHONY: setup suites test lint run clean gpu-wheels
 
 setup: $(VENV)/.ready
 
@@ -58,6 +58,20 @@ test: lint suites
 run: setup
 	@test -f recipes/dreamer_v3.py || { echo "make run: recipes/dreamer_v3.py is not in this version yet (see README, Status)"; exit 1; }
 	$(BIN)/python recipes/dreamer_v3.py $(ARGS)
+
+# Wheels for the lent GPU machine (its Python 3.12 has torch but not these), into .whl/
+# for benchmarks/gpu_check.sh: the versions installed here, for CPython 3.12 on x86-64.
+GPU_WHEEL_PACKAGES ?= tensordict torchrl gymnasium farama-notifications pyvers hoptorch orjson importlib-metadata
+GPU_PLATFORMS := $(foreach p,manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1,--platform $(p)_x86_64) --platform any
+
+gpu-wheels: setup
+	@mkdir -p .whl
+	@for p in $(GPU_WHEEL_PACKAGES); do \
+	  v=$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('$$p'))") || exit 1; \
+	  $(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	    --implementation cp $(GPU_PLATFORMS) -d .whl "$$p==$$v" || exit 1; \
+	done
+	@ls .whl
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -23,11 +23,11 @@ from wmblocks.train.config import parse_config
 from wmblocks.train.envs import Envs
 
 
-def build(recipe, env_id, *args):
+def build(recipe, env_id, *args, device="cpu"):
     module = load(recipe)
     cfg = parse_config(module.Config, [*TINY[recipe], "--batch", "3", "--length", "6", *args])
     env = Envs(env_id)
-    agent = module.build(cfg, env, torch.device("cpu"))
+    agent = module.build(cfg, env, torch.device(device))
     env.close()
     return agent, env
 

@@ -3,6 +3,7 @@ synchronisation inside any recipe's update, bf16 autocast close to float32, and
 torch.compile giving the eager losses, parameters and actions without graph breaks
 beyond the two designed ones (the RSSM loops, left to Python)."""
 
+import contextlib
 import platform
 import re
 import subprocess
@@ -144,6 +145,38 @@ def test_compiled_update_and_acting_equal_eager(recipe, env_id, args, given_up):
         torch.testing.assert_close(b, a)
         torch.testing.assert_close(compiled.latent[0], slow.latent[0], rtol=1e-5, atol=1e-6)
         first = torch.tensor([False, False])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@torch._inductor.config.patch(fallback_random=True)  # eager's RNG
+@torch._dynamo.config.patch(error_on_recompile=True)
+def test_cuda_update_compiled_equals_eager_and_never_synchronises():
+    """On a GPU: the compiled V3 update equals the eager one, and neither waits for the
+    device inside an update (CUDA's own sync check, which also sees compiled code)."""
+    torch._dynamo.reset()
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    eager, env = build("dreamer_v3", "CartPole-v1", "--compile", "off", device=cuda)
+    torch.manual_seed(0)
+    fast, _ = build("dreamer_v3", "CartPole-v1", "--compile", "on", device=cuda)
+    batch = with_context(random_batch(env.obs_shapes, env.action_dim, B=3, T=6), eager)
+    batch = batch.to(cuda)
+    for i in range(3):
+        torch.manual_seed(i)
+        with forbid_host_sync() if i else contextlib.nullcontext():
+            ref = eager.update(batch.clone())
+        torch.manual_seed(i)
+        if i:  # the first call compiles (and builds the optimisers' state)
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            out = fast.update(batch.clone())
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        for name, value in ref.items():
+            assert value.is_cuda, name
+            torch.testing.assert_close(out[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    for p, q in zip(eager.wm.parameters(), fast.wm.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5)
 
 
 _MALLINFO = """
