@@ -363,14 +363,14 @@ def behavior_loss_v3(
     # The heads on the imagined states in two groups by their gradients, each group's
     # first layers one matmul (heads_on): frozen (graph only to feat, for backprop) and
     # trained (critic and actor on sg(s_t)).
-    frozen_heads = (wm.reward_head, wm.cont_head, slow_critic) + ((critic,) if backprop else ())
+    # Dynamics backprop also needs the frozen critic's values, with their graph to feat.
+    frozen = [wm.reward_head, wm.cont_head, slow_critic] + ([critic] if backprop else [])
     with torch.set_grad_enabled(backprop):
-        reward, cont, slow, *value = frozen_call(  # [N, H+1] dists
-            lambda: heads_on(feat, *frozen_heads), wm, critic
-        )
+        dists = frozen_call(lambda: heads_on(feat, *frozen), wm, critic)  # [N, H+1] each
+    reward, cont, slow = dists[:3]
     # One critic call serves REINFORCE's values and the loss.
     critic_dist, policy = heads_on(feat.detach(), critic, actor)
-    value = value[0].mean if backprop else critic_dist.mean.detach()
+    value = dists[3].mean if backprop else critic_dist.mean.detach()
     return imagination_loss_v3(
         action=traj["action"].detach(),
         reward=reward.mean,

@@ -140,7 +140,7 @@ def mlps_on(x: Tensor, mlps: Sequence[MLP]) -> list[Tensor]:
     Shapes: ``x`` ``[..., F]`` (every MLP's input width F) -> a list of
     ``[..., out_dim_i]``. MLPs without a layer are called as they are.
     """
-    fused = [m for m in mlps if m.first is not None and m.first.bias is not None]
+    fused = [m for m in mlps if m.first is not None]
     if len(fused) < 2:
         return [m(x) for m in mlps]
     firsts = [m.first for m in fused]
