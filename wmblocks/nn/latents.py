@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from wmblocks.dists import OneHotStraightThrough, full_precision
@@ -89,16 +88,19 @@ class CategoricalLatentHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # Logits in float32 (also under bf16 autocast): the KL and sampling maths.
-        return rearrange(full_precision(self.linear(x)), "... (s c) -> ... s c", s=self.stoch)
+        # Reshapes here are plain tensor methods, not einops: these heads run inside the
+        # compiled RSSM cells, called T + H times an update, and einops' Python adds
+        # ~80 guards to each call's guard check.
+        return full_precision(self.linear(x)).unflatten(-1, (self.stoch, self.classes))
 
     def sample(self, stats: Tensor) -> Tensor:
         sample = onehot_straight_through(unimix_probs(stats, self.unimix))
-        return rearrange(sample, "... s c -> ... (s c)")
+        return sample.flatten(-2)
 
     def mode(self, stats: Tensor) -> Tensor:
         probs = unimix_probs(stats, self.unimix)
         onehot_mode = onehot(probs.argmax(-1), self.classes, probs.dtype)
-        return rearrange(straight_through(onehot_mode, probs), "... s c -> ... (s c)")
+        return straight_through(onehot_mode, probs).flatten(-2)
 
     def kl(self, post: Tensor, prior: Tensor) -> Tensor:
         if self.unimix:
