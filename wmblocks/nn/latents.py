@@ -90,7 +90,7 @@ class CategoricalLatentHead(nn.Module):
         # Logits in float32 (also under bf16 autocast): the KL and sampling maths.
         # Reshapes here are plain tensor methods, not einops: these heads run inside the
         # compiled RSSM cells, called T + H times an update, and einops' Python adds
-        # ~80 guards to each call's guard check.
+        # ~100 guards to each call's guard check.
         return full_precision(self.linear(x)).unflatten(-1, (self.stoch, self.classes))
 
     def sample(self, stats: Tensor) -> Tensor:
